@@ -1,0 +1,156 @@
+//! The only module that knows how messages become bytes.
+//!
+//! bincode 2.0.1 is pinned (3.0 is a tombstone that does not compile, and RUSTSEC-2025-0141 marks
+//! every version unmaintained), used through its serde path with fixed-width little-endian
+//! integers and a size limit equal to the frame cap, so no length field inside a frame can make
+//! the decoder allocate more than the frame holds. bincode's native `Decode` without a limit is
+//! never used: it aborts the process on a short input that claims 2^40 items (bincode#764).
+//! Swapping bincode for postcard or wincode touches this file only.
+//!
+//! A frame is a 4-byte little-endian body length followed by the body, exactly what
+//! [`frame_decoder`] (tokio-util's `LengthDelimitedCodec`) reads. Writers append whole frames to
+//! a reused buffer with [`write_frame`]; the bulk result of a chunk has a fast path
+//! ([`write_done_frame`], [`decode_from_worker`]) that copies the payload once on each side,
+//! and is tested to agree byte for byte with the generic path.
+
+use crate::message::FromWorker;
+use bincode::config::{self, Configuration, Fixint, LittleEndian};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The largest frame body either side accepts: 16 MiB. A chunk's output is bounded below it by
+/// [`crate::MAX_CHUNK_ITEMS`]; anything larger is a broken or hostile peer.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Bytes of the length prefix in front of every frame.
+pub const LENGTH_PREFIX: usize = 4;
+
+type Config = Configuration<LittleEndian, Fixint, config::Limit<MAX_FRAME>>;
+
+const CONFIG: Config =
+    config::standard().with_little_endian().with_fixed_int_encoding().with_limit::<MAX_FRAME>();
+
+/// Variant index of [`FromWorker::Done`] in the encoding (bincode numbers variants from 0).
+const DONE_TAG: u32 = 3;
+/// Tag, chunk, items, payload length.
+const DONE_HEADER: usize = 4 + 8 + 8 + 8;
+
+/// Why bytes could not become a message, or a message bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("malformed frame: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("frame has {0} trailing bytes after the message")]
+    Trailing(usize),
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("message of {0} bytes exceeds the frame limit of {MAX_FRAME} bytes")]
+    TooLarge(usize),
+}
+
+/// The frame reader both sides use: length-delimited, little-endian `u32` lengths, capped at
+/// [`MAX_FRAME`]. A longer length prefix is an error before any allocation.
+pub fn frame_decoder() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_type::<u32>()
+        .little_endian()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// Appends one whole frame (length prefix and encoded `msg`) to `dst`.
+pub fn write_frame<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.put_u32_le(0);
+    let mut writer = dst.writer();
+    bincode::serde::encode_into_std_write(msg, &mut writer, CONFIG)?;
+    let dst = writer.into_inner();
+    patch_length(dst, start)
+}
+
+/// Appends the frame of `FromWorker::Done(ChunkDone { chunk, items, payload })` to `dst`,
+/// without first moving `payload` into a message.
+pub fn write_done_frame(
+    chunk: u64,
+    items: u64,
+    payload: &[u8],
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.reserve(LENGTH_PREFIX + DONE_HEADER + payload.len());
+    dst.put_u32_le(0);
+    dst.put_u32_le(DONE_TAG);
+    dst.put_u64_le(chunk);
+    dst.put_u64_le(items);
+    dst.put_u64_le(payload.len() as u64);
+    dst.put_slice(payload);
+    patch_length(dst, start)
+}
+
+fn patch_length(dst: &mut BytesMut, start: usize) -> Result<(), CodecError> {
+    let body = dst.len() - start - LENGTH_PREFIX;
+    if body > MAX_FRAME {
+        dst.truncate(start);
+        return Err(CodecError::TooLarge(body));
+    }
+    let len = u32::try_from(body).map_err(|_| CodecError::TooLarge(body))?;
+    dst[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Decodes one frame body into a message; the whole body must be used.
+pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, CodecError> {
+    let (msg, used) = bincode::serde::decode_from_slice(body, CONFIG)?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used));
+    }
+    Ok(msg)
+}
+
+/// A decoded worker frame. A chunk's output keeps pointing into the frame it arrived in.
+#[derive(Debug)]
+pub enum Incoming {
+    Done { chunk: u64, items: u64, payload: Bytes },
+    Other(FromWorker),
+}
+
+/// Decodes a frame from a worker, taking the output of a `Done` without copying it.
+pub fn decode_from_worker(mut body: BytesMut) -> Result<Incoming, CodecError> {
+    if body.len() >= DONE_HEADER && read_u32(&body, 0) == DONE_TAG {
+        let chunk = read_u64(&body, 4);
+        let items = read_u64(&body, 12);
+        let len = read_u64(&body, 20);
+        let rest = (body.len() - DONE_HEADER) as u64;
+        if len != rest {
+            // Let the generic decoder produce the precise error (or trailing-bytes error).
+            return decode(&body).map(Incoming::Other);
+        }
+        let payload = body.split_off(DONE_HEADER).freeze();
+        return Ok(Incoming::Done { chunk, items, payload });
+    }
+    decode(&body).map(Incoming::Other)
+}
+
+/// The protocol version in the body of a first frame, if it is shaped like a `Hello`: variant 0,
+/// then the version. This never changes across versions, so any peer can be told why it is
+/// refused.
+pub fn hello_version(body: &[u8]) -> Option<u32> {
+    (body.len() >= 8 && read_u32(body, 0) == 0).then(|| read_u32(body, 4))
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

@@ -1,0 +1,185 @@
+use super::*;
+use crate::env::to_hex;
+use crate::message::*;
+use bytes::Buf;
+use proptest::prelude::*;
+use tokio_util::codec::Decoder;
+
+fn frame_of<M: Serialize>(msg: &M) -> BytesMut {
+    let mut buf = BytesMut::new();
+    write_frame(msg, &mut buf).expect("encodes");
+    buf
+}
+
+fn body_hex<M: Serialize>(msg: &M) -> String {
+    let frame = frame_of(msg);
+    let len = u32::from_le_bytes(frame[..4].try_into().expect("prefix"));
+    assert_eq!(len as usize, frame.len() - 4, "length prefix matches body");
+    to_hex(&frame[4..])
+}
+
+/// Golden encodings: a change here is a wire-format change and must bump PROTOCOL_VERSION.
+#[test]
+fn golden_encodings() {
+    let hello = FromWorker::Hello(Hello { version: 1, worker_id: 2, token: [0xab; 32], pid: 7 });
+    assert_eq!(
+        body_hex(&hello),
+        format!("00000000{}{}{}{}", "01000000", "0200000000000000", "ab".repeat(32), "07000000")
+    );
+    assert_eq!(body_hex(&FromWorker::Ready), "01000000");
+    assert_eq!(
+        body_hex(&FromWorker::Fatal(Fatal { reason: "no".into() })),
+        "0200000002000000000000006e6f"
+    );
+    let done = FromWorker::Done(ChunkDone { chunk: 5, items: 2, payload: b"1\n4\n".to_vec() });
+    assert_eq!(
+        body_hex(&done),
+        "03000000050000000000000002000000000000000400000000000000310a340a"
+    );
+    let failed = FromWorker::Failed(ChunkFailed { chunk: 1, item: Some(-1), reason: "x".into() });
+    assert_eq!(
+        body_hex(&failed),
+        "04000000010000000000000001ffffffffffffffff010000000000000078"
+    );
+    let welcome = ToWorker::Welcome(Welcome { task: "square".into(), format: Format::Lines });
+    assert_eq!(body_hex(&welcome), "000000000600000000000000737175617265" .to_owned() + "00000000");
+    assert_eq!(
+        body_hex(&ToWorker::Reject(Reject { reason: "v".into() })),
+        "01000000010000000000000076"
+    );
+    let run = ToWorker::Run(RunChunk { chunk: 3, start: -2, end: 2 });
+    assert_eq!(
+        body_hex(&run),
+        "020000000300000000000000feffffffffffffff0200000000000000"
+    );
+    assert_eq!(body_hex(&ToWorker::Shutdown), "03000000");
+    assert_eq!(body_hex(&Format::Bin), "01000000");
+    assert_eq!(body_hex(&Format::Sum), "02000000");
+}
+
+#[test]
+fn hello_version_is_read_at_a_fixed_offset() {
+    let hello = FromWorker::Hello(Hello { version: 99, worker_id: 0, token: [0; 32], pid: 1 });
+    let frame = frame_of(&hello);
+    assert_eq!(hello_version(&frame[4..]), Some(99));
+    assert_eq!(hello_version(&frame_of(&FromWorker::Ready)[4..]), None);
+    assert_eq!(hello_version(&[0, 0, 0]), None);
+}
+
+#[test]
+fn huge_claimed_lengths_are_refused_without_allocating() {
+    // A Done that claims a 2^40-byte payload, and a Fatal whose string claims 2^62 bytes.
+    let mut body = Vec::new();
+    body.extend_from_slice(&3u32.to_le_bytes());
+    body.extend_from_slice(&[0; 16]);
+    body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    body.push(0);
+    assert!(decode_from_worker(BytesMut::from(&body[..])).is_err());
+    let mut body = Vec::new();
+    body.extend_from_slice(&2u32.to_le_bytes());
+    body.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    assert!(decode::<FromWorker>(&body).is_err());
+}
+
+#[test]
+fn trailing_bytes_are_an_error() {
+    let mut frame = frame_of(&ToWorker::Shutdown);
+    frame.put_u8(0);
+    assert!(matches!(decode::<ToWorker>(&frame[4..]), Err(CodecError::Trailing(1))));
+}
+
+#[test]
+fn oversized_frames_are_refused_by_both_writer_and_reader() {
+    let payload = vec![0u8; MAX_FRAME];
+    let mut dst = BytesMut::new();
+    assert!(matches!(write_done_frame(0, 0, &payload, &mut dst), Err(CodecError::TooLarge(_))));
+    assert!(dst.is_empty(), "a refused frame leaves nothing behind");
+    let mut wire = BytesMut::new();
+    wire.put_u32_le(u32::MAX);
+    wire.put_slice(&[0; 16]);
+    assert!(frame_decoder().decode(&mut wire).is_err());
+}
+
+#[test]
+fn frames_read_back_through_the_length_delimited_codec() {
+    let mut wire = BytesMut::new();
+    write_frame(&ToWorker::Shutdown, &mut wire).expect("encodes");
+    write_done_frame(9, 1, b"81\n", &mut wire).expect("encodes");
+    let mut codec = frame_decoder();
+    let first = codec.decode(&mut wire).expect("ok").expect("a frame");
+    assert_eq!(decode::<ToWorker>(&first).expect("decodes"), ToWorker::Shutdown);
+    let second = codec.decode(&mut wire).expect("ok").expect("a frame");
+    match decode_from_worker(second).expect("decodes") {
+        Incoming::Done { chunk, items, payload } => {
+            assert_eq!((chunk, items, &payload[..]), (9, 1, &b"81\n"[..]));
+        }
+        other => panic!("expected Done, got {other:?}"),
+    }
+    assert!(!wire.has_remaining());
+}
+
+fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
+    prop_oneof![
+        (any::<u32>(), any::<u64>(), any::<[u8; 32]>(), any::<u32>()).prop_map(
+            |(version, worker_id, token, pid)| FromWorker::Hello(Hello {
+                version,
+                worker_id,
+                token,
+                pid
+            })
+        ),
+        Just(FromWorker::Ready),
+        ".{0,40}".prop_map(|reason| FromWorker::Fatal(Fatal { reason })),
+        (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+            |(chunk, items, payload)| FromWorker::Done(ChunkDone { chunk, items, payload })
+        ),
+        (any::<u64>(), any::<Option<i64>>(), ".{0,40}").prop_map(|(chunk, item, reason)| {
+            FromWorker::Failed(ChunkFailed { chunk, item, reason })
+        }),
+    ]
+}
+
+fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
+    let format = prop_oneof![Just(Format::Lines), Just(Format::Bin), Just(Format::Sum)];
+    prop_oneof![
+        ("[a-z-]{0,20}", format)
+            .prop_map(|(task, format)| ToWorker::Welcome(Welcome { task, format })),
+        ".{0,40}".prop_map(|reason| ToWorker::Reject(Reject { reason })),
+        (any::<u64>(), any::<i64>(), any::<i64>())
+            .prop_map(|(chunk, start, end)| ToWorker::Run(RunChunk { chunk, start, end })),
+        Just(ToWorker::Shutdown),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn from_worker_round_trips(msg in arb_from_worker()) {
+        let frame = frame_of(&msg);
+        prop_assert_eq!(&decode::<FromWorker>(&frame[4..]).expect("decodes"), &msg);
+        let fast = decode_from_worker(BytesMut::from(&frame[4..])).expect("decodes");
+        match (fast, &msg) {
+            (Incoming::Done { chunk, items, payload }, FromWorker::Done(d)) => {
+                prop_assert_eq!((chunk, items, &payload[..]), (d.chunk, d.items, &d.payload[..]));
+                let mut fast_frame = BytesMut::new();
+                write_done_frame(d.chunk, d.items, &d.payload, &mut fast_frame).expect("encodes");
+                prop_assert_eq!(&fast_frame[..], &frame[..]);
+            }
+            (Incoming::Other(m), _) => prop_assert_eq!(&m, &msg),
+            (Incoming::Done { .. }, _) => prop_assert!(false, "fast path took a non-Done"),
+        }
+    }
+
+    #[test]
+    fn to_worker_round_trips(msg in arb_to_worker()) {
+        let frame = frame_of(&msg);
+        prop_assert_eq!(decode::<ToWorker>(&frame[4..]).expect("decodes"), msg);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode::<ToWorker>(&body);
+        let _ = decode::<FromWorker>(&body);
+        let _ = decode_from_worker(BytesMut::from(&body[..]));
+        let _ = hello_version(&body);
+    }
+}

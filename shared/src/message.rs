@@ -1,0 +1,153 @@
+//! One message enum per direction; each variant wraps a small struct.
+//!
+//! bincode is not self-describing: variants and fields are encoded by position, so a variant is
+//! only ever appended, and any change to an existing one bumps [`crate::PROTOCOL_VERSION`]. No
+//! `flatten`, `untagged` or `skip_serializing_if` here: they need a self-describing format.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Length of the per-run secret, in bytes (256 bits).
+pub const TOKEN_LEN: usize = 32;
+
+/// Coordinator to worker.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum ToWorker {
+    /// Handshake accepted: the job every chunk of this connection belongs to.
+    Welcome(Welcome),
+    /// Handshake refused; the connection closes after it.
+    Reject(Reject),
+    /// Compute one chunk.
+    Run(RunChunk),
+    /// No more work: exit with status 0.
+    Shutdown,
+}
+
+/// Worker to coordinator.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// First frame of every connection. Must stay variant 0 with `version` first.
+    Hello(Hello),
+    /// The worker knows the task and format of the [`Welcome`] and waits for chunks.
+    Ready,
+    /// The worker cannot run this job at all (for example, an unknown task); it exits next.
+    Fatal(Fatal),
+    /// A chunk's output, whole.
+    Done(ChunkDone),
+    /// A chunk could not be computed; the worker stays usable.
+    Failed(ChunkFailed),
+}
+
+/// What every worker says first.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// The slot id from the worker's environment.
+    pub worker_id: u64,
+    pub token: [u8; TOKEN_LEN],
+    pub pid: u32,
+}
+
+/// The job of this connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Welcome {
+    /// A task name from the worker's registry.
+    pub task: String,
+    pub format: Format,
+}
+
+/// Why a handshake was refused.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Reject {
+    pub reason: String,
+}
+
+/// Why a worker cannot run the job it was given.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Fatal {
+    pub reason: String,
+}
+
+/// A half-open range of inputs, `start..end`, numbered `chunk` by the coordinator.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct RunChunk {
+    pub chunk: u64,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The whole output of one chunk, already in the run's [`Format`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkDone {
+    pub chunk: u64,
+    /// How many inputs the chunk covered.
+    pub items: u64,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// A chunk that failed, and at which item when the worker knows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct ChunkFailed {
+    pub chunk: u64,
+    pub item: Option<i64>,
+    pub reason: String,
+}
+
+/// What a worker sends back for each chunk. Formatting happens in the workers, in parallel, so
+/// the coordinator only moves bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum Format {
+    /// One decimal result per line, each ending in `\n`.
+    Lines,
+    /// Each result as a 16-byte little-endian two's-complement `i128`.
+    Bin,
+    /// The chunk's exact sum, as a 32-byte little-endian [`crate::I256`].
+    Sum,
+}
+
+impl Format {
+    /// The largest payload one item can produce in this format, in bytes.
+    pub const fn max_bytes_per_item(self) -> usize {
+        match self {
+            // "-170141183460469231731687303715884105728\n" is 41 bytes.
+            Format::Lines => 41,
+            Format::Bin => 16,
+            Format::Sum => 0,
+        }
+    }
+}
+
+// Short, hand-written Debug for messages that carry a token or a large payload: logs show their
+// shape, never a secret or megabytes of output.
+impl fmt::Debug for Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("worker_id", &self.worker_id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ChunkDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkDone")
+            .field("chunk", &self.chunk)
+            .field("items", &self.items)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for FromWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FromWorker::Hello(m) => m.fmt(f),
+            FromWorker::Ready => f.write_str("Ready"),
+            FromWorker::Fatal(m) => m.fmt(f),
+            FromWorker::Done(m) => m.fmt(f),
+            FromWorker::Failed(m) => m.fmt(f),
+        }
+    }
+}

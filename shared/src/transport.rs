@@ -1,0 +1,165 @@
+//! Local sockets (interprocess) and the framed reader and writer over them.
+//!
+//! On Unix the socket is a file in a directory the coordinator made private (mode 0700), bound
+//! with mode 0600: never a Linux abstract-namespace name, which any local user can connect to or
+//! squat. interprocess inserts no framing of its own and its tokio `shutdown()` does not signal
+//! end of file to the peer, so every message is framed explicitly ([`crate::codec`]) and the end
+//! of work is a message ([`crate::ToWorker::Shutdown`]).
+
+use crate::codec::{self, CodecError};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
+use serde::Serialize;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+pub use interprocess::local_socket::tokio::Listener;
+
+fn fs_name(path: &Path) -> io::Result<Name<'_>> {
+    path.to_fs_name::<GenericFilePath>()
+}
+
+/// Binds a listening socket at `path`, readable and writable by its owner only.
+pub fn bind(path: &Path) -> io::Result<Listener> {
+    let options = ListenerOptions::new().name(fs_name(path)?);
+    #[cfg(unix)]
+    let options = {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        options.mode(0o600)
+    };
+    options.create_tokio()
+}
+
+/// Connects to the socket at `path`.
+pub async fn connect(path: &Path) -> io::Result<Stream> {
+    Stream::connect(fs_name(path)?).await
+}
+
+/// Splits a connection into a frame reader and a frame writer.
+pub fn split(stream: Stream) -> (FrameReader<Half>, FrameWriter<Half>) {
+    let stream = Arc::new(stream);
+    (FrameReader::new(Half(Arc::clone(&stream))), FrameWriter::new(Half(stream)))
+}
+
+/// One direction of a connection. `&Stream` reads and writes, so both halves share the stream
+/// (interprocess deprecates its own split halves in favour of this).
+#[derive(Debug)]
+pub struct Half(Arc<Stream>);
+
+impl Half {
+    /// The underlying connection, for its peer credentials.
+    pub fn stream(&self) -> &Stream {
+        &self.0
+    }
+}
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
+
+/// Reads whole frames; a length prefix above [`codec::MAX_FRAME`] is an error, not an allocation.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: FramedRead<R, LengthDelimitedCodec>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(io: R) -> Self {
+        FrameReader { inner: FramedRead::with_capacity(io, codec::frame_decoder(), 64 << 10) }
+    }
+
+    /// The next frame body, or `None` at a clean end of file.
+    pub async fn next_frame(&mut self) -> io::Result<Option<BytesMut>> {
+        self.inner.next().await.transpose()
+    }
+
+    /// The reader's I/O object.
+    pub fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+}
+
+/// Writes whole frames from one reused buffer, so steady-state sends allocate nothing.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    io: W,
+    buf: BytesMut,
+}
+
+/// Why a frame could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("connection lost: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W) -> Self {
+        FrameWriter { io, buf: BytesMut::with_capacity(64 << 10) }
+    }
+
+    /// Encodes and sends one message.
+    pub async fn send<M: Serialize>(&mut self, msg: &M) -> Result<(), SendError> {
+        self.buf.clear();
+        codec::write_frame(msg, &mut self.buf)?;
+        self.flush_buf().await
+    }
+
+    /// Sends `FromWorker::Done` for a chunk whose output is `payload`.
+    pub async fn send_done(
+        &mut self,
+        chunk: u64,
+        items: u64,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.buf.clear();
+        codec::write_done_frame(chunk, items, payload, &mut self.buf)?;
+        self.flush_buf().await
+    }
+
+    /// Sends bytes as they are, framing included. For tests that play a broken peer.
+    pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), SendError> {
+        self.io.write_all(&bytes).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    async fn flush_buf(&mut self) -> Result<(), SendError> {
+        self.io.write_all(&self.buf).await?;
+        self.io.flush().await?;
+        // Keep the buffer's memory for the next frame unless one huge frame inflated it.
+        if self.buf.capacity() > 2 * codec::MAX_FRAME {
+            self.buf = BytesMut::with_capacity(64 << 10);
+        }
+        Ok(())
+    }
+}
