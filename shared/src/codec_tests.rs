@@ -32,26 +32,17 @@ fn golden_encodings() {
         "0200000002000000000000006e6f"
     );
     let done = FromWorker::Done(ChunkDone { chunk: 5, items: 2, payload: b"1\n4\n".to_vec() });
-    assert_eq!(
-        body_hex(&done),
-        "03000000050000000000000002000000000000000400000000000000310a340a"
-    );
+    assert_eq!(body_hex(&done), "03000000050000000000000002000000000000000400000000000000310a340a");
     let failed = FromWorker::Failed(ChunkFailed { chunk: 1, item: Some(-1), reason: "x".into() });
-    assert_eq!(
-        body_hex(&failed),
-        "04000000010000000000000001ffffffffffffffff010000000000000078"
-    );
+    assert_eq!(body_hex(&failed), "04000000010000000000000001ffffffffffffffff010000000000000078");
     let welcome = ToWorker::Welcome(Welcome { task: "square".into(), format: Format::Lines });
-    assert_eq!(body_hex(&welcome), "000000000600000000000000737175617265" .to_owned() + "00000000");
+    assert_eq!(body_hex(&welcome), "000000000600000000000000737175617265".to_owned() + "00000000");
     assert_eq!(
         body_hex(&ToWorker::Reject(Reject { reason: "v".into() })),
         "01000000010000000000000076"
     );
     let run = ToWorker::Run(RunChunk { chunk: 3, start: -2, end: 2 });
-    assert_eq!(
-        body_hex(&run),
-        "020000000300000000000000feffffffffffffff0200000000000000"
-    );
+    assert_eq!(body_hex(&run), "020000000300000000000000feffffffffffffff0200000000000000");
     assert_eq!(body_hex(&ToWorker::Shutdown), "03000000");
     assert_eq!(body_hex(&Format::Bin), "01000000");
     assert_eq!(body_hex(&Format::Sum), "02000000");

@@ -76,6 +76,17 @@ pub struct RunChunk {
     pub end: i64,
 }
 
+impl RunChunk {
+    /// How many inputs the chunk covers (0 if the range is inverted).
+    pub fn len(&self) -> u64 {
+        u64::try_from(i128::from(self.end) - i128::from(self.start)).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The whole output of one chunk, already in the run's [`Format`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkDone {

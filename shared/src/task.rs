@@ -17,7 +17,11 @@ pub struct TaskSpec {
 
 /// Every built-in task, user-facing ones first.
 pub const TASKS: &[TaskSpec] = &[
-    TaskSpec { name: "square", about: "x -> x*x, exact for every i64 (128-bit result)", test_only: false },
+    TaskSpec {
+        name: "square",
+        about: "x -> x*x, exact for every i64 (128-bit result)",
+        test_only: false,
+    },
     TaskSpec {
         name: "slow-square",
         about: "square after sleeping 1 ms per item (tests: a run long enough to disturb)",

@@ -76,7 +76,12 @@ impl fmt::Display for I256 {
         const TEN19: u64 = 10_000_000_000_000_000_000;
         let mut groups = Vec::with_capacity(5);
         loop {
-            let limbs = [mag.hi >> 64, mag.hi & u128::from(u64::MAX), mag.lo >> 64, mag.lo & u128::from(u64::MAX)];
+            let limbs = [
+                mag.hi >> 64,
+                mag.hi & u128::from(u64::MAX),
+                mag.lo >> 64,
+                mag.lo & u128::from(u64::MAX),
+            ];
             let mut rem: u128 = 0;
             let mut q = [0u128; 4];
             for (i, limb) in limbs.iter().enumerate() {

@@ -1,0 +1,18 @@
+//! Every exit status `powerpool` uses, in one place. The README's table is this file.
+
+/// Everything asked for was done.
+pub const OK: u8 = 0;
+/// The run failed after it started: a worker fault that could not be recovered, an output that
+/// could not be written. Output already written is an exact prefix; a `--output` file is not
+/// created.
+pub const FAILURE: u8 = 1;
+/// Bad input, refused before any work started: an unknown flag or task, a malformed range, an
+/// unwritable output, a worker command that does not exist. One line on stderr says which.
+pub const USAGE: u8 = 2;
+/// The work itself finished, but a fetch failed (`fetch`: some URL did not answer 2xx; `map
+/// --fetch`: some fetch failed while the map's output is complete and exact).
+pub const FETCH_FAILED: u8 = 3;
+/// Stopped by SIGINT (Ctrl-C): 128 + 2, as shells report it.
+pub const SIGINT: u8 = 130;
+/// Stopped by SIGTERM: 128 + 15.
+pub const SIGTERM: u8 = 143;

@@ -1,0 +1,154 @@
+//! powerpool: a process pool in the spirit of Python's `multiprocessing.Pool` and `asyncio`.
+//!
+//! # Theory of operation
+//!
+//! `main` parses the command line ([`cli`]) and validates it once into a plan ([`plan`]). A
+//! `map` run then creates a private socket directory, spawns worker processes (this very
+//! executable in its hidden `worker` mode, or `--worker-cmd`), and runs one supervisor loop
+//! ([`pool`]) that owns every decision: which chunk goes to which idle worker, what to re-run when
+//! a worker dies, when to stop. One task per worker owns that worker's process and connection.
+//! Workers return each chunk's output already formatted; the supervisor reorders chunk outputs
+//! ([`gather`]) and hands them to a writer task ([`output`]), never dispatching more than a small
+//! window ahead of what has been written, so memory is bounded however long the range.
+//! HTTP fetches ([`fetch`]) run on the same runtime, beside the pool.
+//!
+//! Errors are [`errors::Error`]; this file alone prints them, as one line on stderr, and maps
+//! them to the exit statuses of [`exit_codes`].
+
+pub mod chunk;
+pub mod cli;
+pub mod errors;
+pub mod exit_codes;
+pub mod fetch;
+pub mod gather;
+pub mod map;
+pub mod output;
+pub mod plan;
+pub mod pool;
+pub mod signal;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use errors::Error;
+use std::process::ExitCode;
+
+/// The `powerpool` program: parses arguments, runs, prints any error, returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_exit(&err),
+    };
+    if matches!(cli.command, Command::Worker) {
+        return powerpool_worker::main();
+    }
+    install_panic_hook();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            // The reader went away (`| head`): not an error, as for ripgrep.
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            if !matches!(err, Error::FetchFailed { .. }) {
+                eprintln!("powerpool: error: {err}");
+            } else {
+                tracing::warn!("{err}");
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Tasks => {
+            for task in powerpool_shared::task::public() {
+                println!("{:<12} {}", task.name, task.about);
+            }
+            Ok(())
+        }
+        Command::Map(args) => {
+            let plan = plan::MapPlan::from_args(args)?;
+            runtime()?.block_on(async {
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                map::run(plan, &mut interrupts).await
+            })
+        }
+        Command::Fetch(args) => {
+            let plan = plan::FetchPlan::from_args(args);
+            runtime()?.block_on(fetch::command(plan))
+        }
+        Command::Worker => unreachable!("handled before logging starts"),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    let threads = plan::default_workers().clamp(2, 4);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// clap's errors are several lines (usage, tips): keep the first paragraph as one line, with
+/// exit status 2; help and version go to stdout with status 0.
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                return ExitCode::from(exit_codes::USAGE);
+            }
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = err.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = first.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("powerpool: error: {line} (see --help)");
+            ExitCode::from(exit_codes::USAGE)
+        }
+    }
+}
+
+/// A bug must still end in one line, never a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("powerpool: internal error: {msg}{at} (please report this)");
+    }));
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("powerpool={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,117 @@
+//! Where results go: stdout or a file, written by one blocking task in input order.
+//!
+//! A `--output` file is written under a temporary name in the same directory and renamed into
+//! place only when the whole run succeeded, so a file at that path always looks complete because
+//! it is; a failed or interrupted run removes the temporary file.
+
+use bytes::Bytes;
+use powerpool_shared::{Format, I256};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A `--output` file being written: removed on drop unless committed.
+#[derive(Debug)]
+pub struct PendingFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl PendingFile {
+    /// Creates the temporary file next to `dest`.
+    pub fn create(dest: &Path) -> io::Result<(PendingFile, File)> {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dest.with_file_name(format!(".{name}.powerpool-{}.tmp", std::process::id()));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok((PendingFile { tmp, dest: dest.to_path_buf(), committed: false }, file))
+    }
+
+    /// Moves the finished file into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        std::fs::rename(&self.tmp, &self.dest)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The writing half: hands chunk outputs, in order, to the writer task.
+#[derive(Debug)]
+pub struct Writer {
+    /// `None` marks the end of a complete run: only then is a sum printed.
+    tx: mpsc::UnboundedSender<Option<Bytes>>,
+    /// How many chunk outputs the writer task has written.
+    pub written: watch::Receiver<u64>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Writer {
+    /// Starts the writer task over `sink`. In `Sum` format chunk outputs are 32-byte partial
+    /// sums, added up and printed as one line at the end.
+    pub fn start(sink: Box<dyn Write + Send>, format: Format) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (written_tx, written) = watch::channel(0);
+        let task = tokio::task::spawn_blocking(move || write_all(sink, format, rx, written_tx));
+        Writer { tx, written, task }
+    }
+
+    /// Queues one chunk's output. Fails only if the writer task has stopped (on a write error,
+    /// which [`Writer::finish`] returns).
+    pub fn push(&self, output: Bytes) -> bool {
+        self.tx.send(Some(output)).is_ok()
+    }
+
+    /// Waits until everything queued is written and flushed; returns the first write error.
+    /// `complete` says the run produced every result: only then does `sum` print its line.
+    pub async fn finish(self, complete: bool) -> io::Result<()> {
+        if complete {
+            let _ = self.tx.send(None);
+        }
+        drop(self.tx);
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+fn write_all(
+    sink: Box<dyn Write + Send>,
+    format: Format,
+    mut rx: mpsc::UnboundedReceiver<Option<Bytes>>,
+    written: watch::Sender<u64>,
+) -> io::Result<()> {
+    // Chunk outputs are large; a buffer only gathers the small ones into fewer writes.
+    let mut out = BufWriter::with_capacity(256 << 10, sink);
+    let mut sum = I256::ZERO;
+    let mut count = 0u64;
+    let mut complete = false;
+    while let Some(msg) = rx.blocking_recv() {
+        let Some(chunk) = msg else {
+            complete = true;
+            break;
+        };
+        match format {
+            Format::Sum => {
+                let part = I256::from_le_bytes(&chunk).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "a worker sent a malformed sum")
+                })?;
+                sum.add(part);
+            }
+            Format::Lines | Format::Bin => out.write_all(&chunk)?,
+        }
+        count += 1;
+        written.send_replace(count);
+    }
+    if complete && format == Format::Sum {
+        writeln!(out, "{sum}")?;
+    }
+    out.flush()
+}

@@ -1,0 +1,155 @@
+//! Raw flags validated once into plans that the rest of the program trusts.
+
+use crate::chunk::{self, Chunks};
+use crate::cli::{FetchArgs, MapArgs, OutputFormat};
+use crate::errors::Error;
+use powerpool_shared::{task, Format};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a `map` run needs, checked.
+#[derive(Debug, Clone)]
+pub struct MapPlan {
+    pub task: String,
+    pub chunks: Chunks,
+    /// Worker processes to start: never more than there are chunks.
+    pub workers: usize,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub fetch: Option<FetchPlan>,
+    pub worker: WorkerCommand,
+}
+
+/// Everything a batch of fetches needs.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    pub urls: Vec<url::Url>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// The program (and arguments) that becomes a worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl WorkerCommand {
+    /// This very executable, in its hidden `worker` mode.
+    pub fn current_exe() -> Result<WorkerCommand, Error> {
+        let program = std::env::current_exe()
+            .map_err(|e| Error::Usage(format!("cannot find this program's own path: {e}")))?;
+        Ok(WorkerCommand { program, args: vec!["worker".into()] })
+    }
+
+    /// A user-chosen worker executable: a path, or a bare name looked up in `PATH`.
+    pub fn resolve(given: &Path) -> Result<WorkerCommand, Error> {
+        let bad = |why: &str| Error::Usage(format!("--worker-cmd '{}' {why}", given.display()));
+        let program = if given.components().count() == 1 && !given.is_absolute() {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(given))
+                .find(|p| is_executable_file(p))
+                .ok_or_else(|| bad("is not an executable in PATH"))?
+        } else {
+            let meta = std::fs::metadata(given).map_err(|e| bad(&format!("cannot be used: {e}")))?;
+            if !meta.is_file() {
+                return Err(bad("is not a file"));
+            }
+            if !is_executable_file(given) {
+                return Err(bad("is not executable"));
+            }
+            given.to_path_buf()
+        };
+        Ok(WorkerCommand { program, args: Vec::new() })
+    }
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+impl MapPlan {
+    pub fn from_args(args: MapArgs) -> Result<MapPlan, Error> {
+        let worker = match &args.worker_cmd {
+            Some(path) => WorkerCommand::resolve(path)?,
+            None => {
+                // The built-in worker's tasks are known here; a custom worker's are checked in
+                // its handshake.
+                if task::find(&args.task).is_none() {
+                    let known: Vec<&str> = task::public().map(|t| t.name).collect();
+                    return Err(Error::Usage(format!(
+                        "unknown task '{}' (built-in tasks: {}; see `powerpool tasks`)",
+                        args.task,
+                        known.join(", ")
+                    )));
+                }
+                WorkerCommand::current_exe()?
+            }
+        };
+        if let Some(out) = &args.output {
+            check_output_path(out)?;
+        }
+        let format = match args.format {
+            OutputFormat::Lines => Format::Lines,
+            OutputFormat::Sum => Format::Sum,
+            OutputFormat::Bin => Format::Bin,
+        };
+        let (start, end) = args.range;
+        let wanted = args.workers.unwrap_or_else(default_workers);
+        let len = u64::try_from(Chunks::new(start, end, 1).items()).unwrap_or(u64::MAX);
+        let size = args.chunk_size.unwrap_or_else(|| chunk::auto_size(len, wanted, format));
+        let chunks = Chunks::new(start, end, size);
+        let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
+        let fetch = (!args.fetch.is_empty()).then(|| FetchPlan {
+            urls: args.fetch,
+            concurrency: 100,
+            timeout: Duration::from_secs_f64(args.timeout),
+        });
+        Ok(MapPlan { task: args.task, chunks, workers, format, output: args.output, fetch, worker })
+    }
+}
+
+impl FetchPlan {
+    pub fn from_args(args: FetchArgs) -> FetchPlan {
+        FetchPlan {
+            urls: args.urls,
+            concurrency: args.concurrency,
+            timeout: Duration::from_secs_f64(args.timeout),
+        }
+    }
+}
+
+/// The default worker count: the cores this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(crate::cli::MAX_WORKERS)
+}
+
+/// Refuses an output path that cannot be written, before any work starts.
+fn check_output_path(path: &Path) -> Result<(), Error> {
+    let bad = |why: String| Error::Usage(format!("cannot write --output '{}': {why}", path.display()));
+    if path.as_os_str().is_empty() {
+        return Err(bad("empty path".to_owned()));
+    }
+    if path.is_dir() {
+        return Err(bad("it is a directory".to_owned()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!("directory '{}' does not exist", dir.display())));
+    }
+    Ok(())
+}

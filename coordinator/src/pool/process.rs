@@ -1,0 +1,146 @@
+//! Starting a worker process, ending it, and saying how it ended.
+//!
+//! # Caveats
+//!
+//! - Each worker leads its own process group, so a terminal's Ctrl-C reaches the coordinator
+//!   only, which then decides the workers' fate, and a kill reaches anything a worker started.
+//! - `PR_SET_PDEATHSIG` is armed between fork and exec. It fires when the *thread* that forked
+//!   exits, so workers are spawned from async tasks on the runtime's worker threads, which live
+//!   as long as the pool, never from `spawn_blocking` threads, which idle out.
+//! - A `Child` dropped without being reaped is killed (`kill_on_drop`) but may stay a zombie
+//!   until the coordinator exits; every normal path reaps with `wait`.
+
+use crate::plan::WorkerCommand;
+use powerpool_shared::env;
+use std::fmt;
+use std::process::{ExitStatus, Stdio};
+use tokio::process::{Child, Command};
+
+/// How a worker process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited by itself with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Could not be waited for.
+    Unknown(String),
+}
+
+impl Exit {
+    pub fn from_status(status: ExitStatus) -> Exit {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(sig) = status.signal() {
+                return Exit::Signal(sig);
+            }
+        }
+        match status.code() {
+            Some(code) => Exit::Code(code),
+            None => Exit::Unknown(status.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with status {code}"),
+            Exit::Signal(sig) => write!(f, "killed by {}", signal_name(*sig)),
+            Exit::Unknown(why) => write!(f, "ended in an unknown way ({why})"),
+        }
+    }
+}
+
+/// The conventional name of a signal number.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
+/// What every worker of a run is told through its environment.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub command: WorkerCommand,
+    pub socket: std::path::PathBuf,
+    pub token_hex: String,
+}
+
+/// Starts one worker process for slot `worker_id`.
+pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
+    let coordinator = std::process::id();
+    let mut cmd = Command::new(&spec.command.program);
+    cmd.args(&spec.command.args)
+        .env(env::SOCKET, &spec.socket)
+        .env(env::TOKEN, &spec.token_hex)
+        .env(env::WORKER_ID, worker_id.to_string())
+        .env(env::COORDINATOR_PID, coordinator.to_string())
+        .stdin(Stdio::null())
+        // stdout carries results only: whatever a worker prints goes to stderr.
+        .stdout(stderr_handle())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    {
+        cmd.process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                    if libc::getppid() as u32 != coordinator {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
+fn stderr_handle() -> Stdio {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+            return Stdio::from(fd);
+        }
+    }
+    Stdio::null()
+}
+
+/// Sends SIGKILL to the worker's whole process group (itself and anything it started).
+pub fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        // SAFETY: killpg with a pid we spawned as a group leader; no memory is involved.
+        unsafe {
+            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let _ = child.start_kill();
+}

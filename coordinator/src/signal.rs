@@ -1,0 +1,54 @@
+//! SIGINT and SIGTERM, turned into messages for the supervisor.
+//!
+//! The supervisor only sees a channel of [`Interrupt`]s, so tests can drive it without signals
+//! and a library user can stop a run from code.
+
+use crate::exit_codes;
+use tokio::sync::mpsc;
+
+/// A request to stop the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The signal's name, for messages.
+    pub name: &'static str,
+    /// The exit status a run stopped by it ends with.
+    pub code: u8,
+}
+
+pub const SIGINT: Interrupt = Interrupt { name: "SIGINT", code: exit_codes::SIGINT };
+pub const SIGTERM: Interrupt = Interrupt { name: "SIGTERM", code: exit_codes::SIGTERM };
+
+/// Listens for SIGINT and SIGTERM for as long as the returned receiver lives. Must be called
+/// inside the runtime.
+pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Interrupt>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            loop {
+                let which = tokio::select! {
+                    Some(()) = int.recv() => SIGINT,
+                    Some(()) = term.recv() => SIGTERM,
+                    else => break,
+                };
+                if tx.send(which).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if tx.send(SIGINT).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}

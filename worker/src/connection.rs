@@ -1,0 +1,123 @@
+//! Where the worker connects, and its side of the handshake.
+//!
+//! # Caveats
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that spawned this process exits, not the whole
+//! coordinator. The coordinator spawns from long-lived runtime threads and arms it before `exec`;
+//! the worker arms it again first thing (harmless) and then checks that its parent is still the
+//! coordinator, closing the race where the coordinator died before the signal was armed.
+
+use powerpool_shared::codec::{self};
+use powerpool_shared::env::{self, from_hex};
+use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
+use powerpool_shared::{Format, FromWorker, Hello, ToWorker, Welcome, PROTOCOL_VERSION, TOKEN_LEN};
+use std::path::PathBuf;
+
+/// What the coordinator told this worker through its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub token: [u8; TOKEN_LEN],
+    pub worker_id: u64,
+    pub coordinator_pid: u32,
+}
+
+/// Why the worker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{0} is not set: this program is started by powerpool (see --worker-cmd), not by hand"
+    )]
+    Missing(&'static str),
+    #[error("{0} is malformed")]
+    Malformed(&'static str),
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| ConfigError::Missing(name));
+        let socket = PathBuf::from(var(env::SOCKET)?);
+        let token =
+            from_hex::<TOKEN_LEN>(&var(env::TOKEN)?).ok_or(ConfigError::Malformed(env::TOKEN))?;
+        let worker_id =
+            var(env::WORKER_ID)?.parse().map_err(|_| ConfigError::Malformed(env::WORKER_ID))?;
+        let coordinator_pid = var(env::COORDINATOR_PID)?
+            .parse()
+            .map_err(|_| ConfigError::Malformed(env::COORDINATOR_PID))?;
+        Ok(Config { socket, token, worker_id, coordinator_pid })
+    }
+}
+
+/// Asks the kernel to SIGKILL this process when its parent goes away (Linux only).
+pub fn arm_parent_death_signal() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Whether our parent process is `pid`.
+pub fn parent_is(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        u32::try_from(ppid).is_ok_and(|p| p == pid)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Why a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("cannot connect to {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("the coordinator refused this worker: {0}")]
+    Rejected(String),
+    #[error("the coordinator closed the connection during the handshake")]
+    ClosedEarly,
+    #[error("unexpected message during the handshake: {0}")]
+    Unexpected(String),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Send(#[from] transport::SendError),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A connection that has completed the handshake.
+#[derive(Debug)]
+pub struct Session {
+    pub reader: FrameReader<Half>,
+    pub writer: FrameWriter<Half>,
+    pub task: String,
+    pub format: Format,
+}
+
+/// Connects and says `Hello`; returns the job from `Welcome`.
+pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
+    let stream = transport::connect(&config.socket).await.map_err(|source| ConnError::Connect {
+        path: config.socket.display().to_string(),
+        source,
+    })?;
+    let (mut reader, mut writer) = transport::split(stream);
+    let hello = FromWorker::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        worker_id: config.worker_id,
+        token: config.token,
+        pid: std::process::id(),
+    });
+    writer.send(&hello).await?;
+    let frame = reader.next_frame().await?.ok_or(ConnError::ClosedEarly)?;
+    match codec::decode::<ToWorker>(&frame)? {
+        ToWorker::Welcome(Welcome { task, format }) => Ok(Session { reader, writer, task, format }),
+        ToWorker::Reject(reject) => Err(ConnError::Rejected(reject.reason)),
+        other => Err(ConnError::Unexpected(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,79 @@
+//! The worker side of powerpool: what runs inside each worker process.
+//!
+//! # Theory of operation
+//!
+//! A worker is started by the coordinator, never by hand. It reads where and how to connect from
+//! its environment ([`powerpool_shared::env`]), arms the parent-death signal, connects, says
+//! `Hello` and learns its job (a task and an output format) from `Welcome`. It then answers each
+//! `Run` chunk with the chunk's whole output in one frame, in the order the chunks arrived, until
+//! `Shutdown` or end of file. A task that panics fails that chunk only: the panic message goes
+//! back to the coordinator and the worker takes the next chunk.
+//!
+//! The coordinator's own binary runs this code in its hidden `worker` mode; the `powerpool-worker`
+//! binary runs it standalone, for `--worker-cmd`. Either way the entry point is [`main`].
+
+mod connection;
+mod registry;
+mod serve;
+
+pub use registry::{ChunkOutput, Registry};
+
+use std::process::ExitCode;
+
+/// Exit statuses of a worker process, as the coordinator reports them.
+pub mod exit {
+    /// Shut down as asked, or the coordinator went away.
+    pub const OK: u8 = 0;
+    /// Not started by a coordinator: the environment lacks what it needs.
+    pub const USAGE: u8 = 2;
+    /// The coordinator refused the handshake, or the job named an unknown task.
+    pub const REFUSED: u8 = 3;
+    /// The connection broke or carried something that is not the protocol.
+    pub const PROTOCOL: u8 = 4;
+}
+
+/// Runs a worker process with the built-in tasks and returns its exit status.
+pub fn main() -> ExitCode {
+    main_with(Registry::builtin())
+}
+
+/// Runs a worker process with the tasks of `registry`.
+pub fn main_with(registry: Registry) -> ExitCode {
+    init_logging();
+    connection::arm_parent_death_signal();
+    let config = match connection::Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("powerpool-worker: {err}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    if !connection::parent_is(config.coordinator_pid) {
+        // The coordinator died before we armed the parent-death signal.
+        return ExitCode::from(exit::OK);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("powerpool-worker: cannot start the runtime: {err}");
+            return ExitCode::from(exit::PROTOCOL);
+        }
+    };
+    let code = runtime.block_on(serve::run(config, registry));
+    ExitCode::from(code)
+}
+
+/// Warnings and errors to stderr, tagged with the worker's pid; `RUST_LOG` (which workers inherit
+/// from the coordinator) can ask for more.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .try_init();
+    tracing::debug!(pid = std::process::id(), "worker started");
+}

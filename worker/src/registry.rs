@@ -1,0 +1,181 @@
+//! The task registry: names mapped to implementations, and the per-format inner loops.
+//!
+//! A task is a plain `Fn(i64) -> i128`. It is wrapped once, at registration, in a generic
+//! [`ChunkTask`] whose loops are monomorphised for that function, so the only dynamic dispatch is
+//! one virtual call per chunk, never one per item.
+
+use powerpool_shared::{task, Format, I256};
+use std::time::Duration;
+
+/// The output of one chunk, built in a buffer that is reused from chunk to chunk.
+#[derive(Debug, Default)]
+pub struct ChunkOutput {
+    buf: Vec<u8>,
+    /// The input being computed; after a panic, the item that caused it.
+    current: i64,
+}
+
+impl ChunkOutput {
+    /// The bytes to send back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The input that was being computed when the chunk stopped.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    fn reset(&mut self, start: i64) {
+        self.buf.clear();
+        self.current = start;
+    }
+}
+
+/// A task as the worker loop sees it: computes a whole chunk in a given format.
+pub trait ChunkTask: Send + Sync {
+    /// Computes `start..end` into `out`, replacing what it held.
+    fn run(&self, start: i64, end: i64, format: Format, out: &mut ChunkOutput);
+}
+
+struct FnTask<F>(F);
+
+impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
+    fn run(&self, start: i64, end: i64, format: Format, out: &mut ChunkOutput) {
+        out.reset(start);
+        let f = &self.0;
+        match format {
+            Format::Lines => {
+                let mut digits = itoa::Buffer::new();
+                for x in start..end {
+                    out.current = x;
+                    let text = digits.format(f(x));
+                    out.buf.extend_from_slice(text.as_bytes());
+                    out.buf.push(b'\n');
+                }
+            }
+            Format::Bin => {
+                for x in start..end {
+                    out.current = x;
+                    out.buf.extend_from_slice(&f(x).to_le_bytes());
+                }
+            }
+            Format::Sum => {
+                let mut sum = I256::ZERO;
+                for x in start..end {
+                    out.current = x;
+                    sum.add_i128(f(x));
+                }
+                out.buf.extend_from_slice(&sum.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Named tasks a worker can run.
+pub struct Registry {
+    tasks: Vec<(String, Box<dyn ChunkTask>)>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tasks.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+impl Registry {
+    /// A registry with no tasks.
+    pub fn empty() -> Self {
+        Registry { tasks: Vec::new() }
+    }
+
+    /// The built-in tasks of [`powerpool_shared::task::TASKS`]; the test-only ones only when
+    /// [`task::TEST_TASKS_ENV`] is set.
+    pub fn builtin() -> Self {
+        let mut reg = Registry::empty();
+        reg.register("square", square);
+        if task::test_tasks_enabled() {
+            reg.register("slow-square", |x| {
+                std::thread::sleep(Duration::from_millis(1));
+                square(x)
+            });
+        }
+        reg
+    }
+
+    /// Adds (or replaces) a task.
+    pub fn register<F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(i64) -> i128 + Send + Sync + 'static,
+    {
+        self.tasks.retain(|(n, _)| n != name);
+        self.tasks.push((name.to_owned(), Box::new(FnTask(f))));
+        self
+    }
+
+    /// The task called `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn ChunkTask> {
+        self.tasks.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_ref())
+    }
+
+    /// Names of the registered tasks.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// x -> x², exact: an `i64` squared needs up to 126 bits.
+#[inline]
+pub fn square(x: i64) -> i128 {
+    let x = i128::from(x);
+    x * x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(task: &str, start: i64, end: i64, format: Format) -> Vec<u8> {
+        let reg = Registry::builtin();
+        let mut out = ChunkOutput::default();
+        reg.get(task).expect("registered").run(start, end, format, &mut out);
+        out.bytes().to_vec()
+    }
+
+    #[test]
+    fn every_public_catalogue_task_is_implemented() {
+        let reg = Registry::builtin();
+        for spec in task::public() {
+            assert!(reg.get(spec.name).is_some(), "{} has no implementation", spec.name);
+        }
+    }
+
+    #[test]
+    fn square_is_exact_at_the_edges() {
+        assert_eq!(square(i64::MIN), 85070591730234615865843651857942052864);
+        assert_eq!(square(i64::MAX), 85070591730234615847396907784232501249);
+        assert_eq!(square(-3), 9);
+    }
+
+    #[test]
+    fn formats_produce_lines_bytes_and_sums() {
+        assert_eq!(run("square", -2, 3, Format::Lines), b"4\n1\n0\n1\n4\n");
+        let bin = run("square", -1, 1, Format::Bin);
+        assert_eq!(bin.len(), 32);
+        assert_eq!(&bin[..16], &1i128.to_le_bytes());
+        assert_eq!(&bin[16..], &0i128.to_le_bytes());
+        let sum = run("square", 0, 4, Format::Sum);
+        assert_eq!(I256::from_le_bytes(&sum).expect("32 bytes").to_string(), "14");
+        assert!(run("square", 5, 5, Format::Lines).is_empty());
+    }
+
+    #[test]
+    fn output_buffer_is_replaced_not_appended() {
+        let reg = Registry::builtin();
+        let mut out = ChunkOutput::default();
+        let task = reg.get("square").expect("registered");
+        task.run(0, 3, Format::Lines, &mut out);
+        task.run(3, 4, Format::Lines, &mut out);
+        assert_eq!(out.bytes(), b"9\n");
+    }
+}
