@@ -97,7 +97,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 fn clap_exit(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();
             if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 return ExitCode::from(exit_codes::USAGE);
@@ -106,11 +108,8 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         }
         _ => {
             let text = err.render().to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
+            let first: Vec<&str> =
+                text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
             let line = first.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             eprintln!("powerpool: error: {line} (see --help)");
@@ -128,7 +127,8 @@ fn install_panic_hook() {
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at =
+            info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("powerpool: internal error: {msg}{at} (please report this)");
     }));
 }

@@ -48,17 +48,19 @@ pub async fn run(
     let flushed = if complete {
         writer.finish(true).await
     } else {
-        tokio::time::timeout(INTERRUPTED_FLUSH, writer.finish(false))
-            .await
-            .unwrap_or(Ok(()))
+        tokio::time::timeout(INTERRUPTED_FLUSH, writer.finish(false)).await.unwrap_or(Ok(()))
     };
     let stats = match result {
         Ok(stats) => stats,
         Err(Stop::WriterGone) => {
-            return Err(Error::Output(flushed.err().unwrap_or_else(|| io::Error::other("the writer stopped"))));
+            return Err(Error::Output(
+                flushed.err().unwrap_or_else(|| io::Error::other("the writer stopped")),
+            ));
         }
         Err(Stop::Fatal(err)) => return Err(err),
-        Err(Stop::Interrupted(int)) => return Err(Error::Interrupted { name: int.name, code: int.code }),
+        Err(Stop::Interrupted(int)) => {
+            return Err(Error::Interrupted { name: int.name, code: int.code })
+        }
     };
     flushed.map_err(Error::Output)?;
     if let Some(pending) = pending {

@@ -54,7 +54,8 @@ impl WorkerCommand {
                 .find(|p| is_executable_file(p))
                 .ok_or_else(|| bad("is not an executable in PATH"))?
         } else {
-            let meta = std::fs::metadata(given).map_err(|e| bad(&format!("cannot be used: {e}")))?;
+            let meta =
+                std::fs::metadata(given).map_err(|e| bad(&format!("cannot be used: {e}")))?;
             if !meta.is_file() {
                 return Err(bad("is not a file"));
             }
@@ -137,7 +138,8 @@ pub fn default_workers() -> usize {
 
 /// Refuses an output path that cannot be written, before any work starts.
 fn check_output_path(path: &Path) -> Result<(), Error> {
-    let bad = |why: String| Error::Usage(format!("cannot write --output '{}': {why}", path.display()));
+    let bad =
+        |why: String| Error::Usage(format!("cannot write --output '{}': {why}", path.display()));
     if path.as_os_str().is_empty() {
         return Err(bad("empty path".to_owned()));
     }

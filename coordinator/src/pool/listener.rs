@@ -89,7 +89,9 @@ pub async fn accept_loop(
                             let _ = out.send(auth);
                         }
                         Ok(Err(why)) => tracing::warn!("refused a connection: {why}"),
-                        Err(_) => tracing::warn!("refused a connection: no hello within {HANDSHAKE_TIMEOUT:?}"),
+                        Err(_) => tracing::warn!(
+                            "refused a connection: no hello within {HANDSHAKE_TIMEOUT:?}"
+                        ),
                     }
                 });
             }

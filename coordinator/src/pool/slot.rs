@@ -32,13 +32,33 @@ pub enum SlotCmd {
 /// other events.
 #[derive(Debug)]
 pub enum SlotEvent {
-    Spawned { id: u64, pid: u32 },
-    Ready { id: u64 },
-    Done { id: u64, chunk: u64, items: u64, output: Bytes },
-    Failed { id: u64, failed: ChunkFailed },
+    Spawned {
+        id: u64,
+        pid: u32,
+    },
+    Ready {
+        id: u64,
+    },
+    Done {
+        id: u64,
+        chunk: u64,
+        items: u64,
+        output: Bytes,
+    },
+    Failed {
+        id: u64,
+        failed: ChunkFailed,
+    },
     /// The worker cannot run this job at all (for example, it does not know the task).
-    Refused { id: u64, reason: String },
-    Exited { id: u64, exit: Exit, note: Option<String> },
+    Refused {
+        id: u64,
+        reason: String,
+    },
+    Exited {
+        id: u64,
+        exit: Exit,
+        note: Option<String>,
+    },
 }
 
 /// The supervisor's handle on a slot.

@@ -105,8 +105,7 @@ pub async fn run(
     for _ in 0..job.workers {
         sup.spawn_worker();
     }
-    let result =
-        sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts).await.map(|()| ());
+    let result = sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts).await.map(|()| ());
     let kill = !matches!(result, Ok(()));
     sup.stop_all(kill, &mut events_rx).await;
     accept.abort();
@@ -165,7 +164,8 @@ impl Supervisor<'_> {
         self.next_id += 1;
         let welcome = Welcome { task: self.job.task.clone(), format: self.job.format };
         let slot = slot::start(id, Arc::clone(&self.spec), welcome, self.events_tx.clone());
-        let worker = Worker { slot, pid: None, attached: false, ready: false, in_flight: Vec::new() };
+        let worker =
+            Worker { slot, pid: None, attached: false, ready: false, in_flight: Vec::new() };
         self.workers.insert(id, worker);
     }
 
@@ -226,7 +226,9 @@ impl Supervisor<'_> {
                     tracing::info!(id, pid = w.pid, "worker ready");
                 }
             }
-            SlotEvent::Done { id, chunk, items, output } => self.on_done(id, chunk, items, output, writer)?,
+            SlotEvent::Done { id, chunk, items, output } => {
+                self.on_done(id, chunk, items, output, writer)?
+            }
             SlotEvent::Failed { id, failed } => {
                 let pid = self.workers.get(&id).and_then(|w| w.pid).unwrap_or(0);
                 let item = failed.item.map_or_else(|| "?".to_owned(), |i| i.to_string());
@@ -237,20 +239,34 @@ impl Supervisor<'_> {
             }
             SlotEvent::Refused { id, reason } => {
                 tracing::debug!(id, "worker refused the job");
-                return Err(Stop::Fatal(Error::JobRefused(reason))),
+                return Err(Stop::Fatal(Error::JobRefused(reason)));
+            }
             SlotEvent::Exited { id, exit, note } => self.on_exit(id, exit, note)?,
         }
         Ok(())
     }
 
-    fn on_done(&mut self, id: u64, chunk: u64, items: u64, output: Bytes, writer: &Writer) -> Result<(), Stop> {
+    fn on_done(
+        &mut self,
+        id: u64,
+        chunk: u64,
+        items: u64,
+        output: Bytes,
+        writer: &Writer,
+    ) -> Result<(), Stop> {
         let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
         let valid = chunk < self.job.chunks.count()
             && w.in_flight.contains(&chunk)
             && self.job.chunks.get(chunk).len() == items
             && output_fits(self.job.format, items, output.len());
         if !valid {
-            tracing::warn!(id, chunk, items, len = output.len(), "worker sent a result that does not fit its chunk; replacing it");
+            tracing::warn!(
+                id,
+                chunk,
+                items,
+                len = output.len(),
+                "worker sent a result that does not fit its chunk; replacing it"
+            );
             let _ = w.slot.cmd.send(SlotCmd::Kill);
             return Ok(());
         }
@@ -265,7 +281,12 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn on_exit(&mut self, id: u64, exit: super::process::Exit, note: Option<String>) -> Result<(), Stop> {
+    fn on_exit(
+        &mut self,
+        id: u64,
+        exit: super::process::Exit,
+        note: Option<String>,
+    ) -> Result<(), Stop> {
         let Some(w) = self.workers.remove(&id) else { return Ok(()) };
         let pid = w.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
         let how = match &note {
@@ -343,7 +364,9 @@ impl Supervisor<'_> {
 fn output_fits(format: Format, items: u64, len: usize) -> bool {
     let len = len as u64;
     match format {
-        Format::Lines => len >= items * 2 && len <= items * Format::Lines.max_bytes_per_item() as u64,
+        Format::Lines => {
+            len >= items * 2 && len <= items * Format::Lines.max_bytes_per_item() as u64
+        }
         Format::Bin => len == items * 16,
         Format::Sum => len == 32,
     }
