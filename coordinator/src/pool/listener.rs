@@ -39,13 +39,12 @@ impl SocketDir {
         Ok(SocketDir { dir })
     }
 
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
     pub fn socket_path(&self) -> PathBuf {
-        self.dir.join("pool.sock")
+        self.path().join("pool.sock")
     }
 }
 

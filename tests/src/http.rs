@@ -1,0 +1,118 @@
+//! A small HTTP/1.1 server on 127.0.0.1:0, started in-process by the tests that need one.
+//!
+//! Routes: `/ok/N` answers 200 with N bytes; `/missing` answers 404; `/slow/MS` waits MS
+//! milliseconds, then answers 200. Connections are kept alive, as a real server's are.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running server; stopped on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds loopback");
+                addr_tx.send(listener.local_addr().expect("addr")).expect("reports addr");
+                let accept = async {
+                    loop {
+                        let Ok((conn, _)) = listener.accept().await else { continue };
+                        let counter = Arc::clone(&counter);
+                        tokio::spawn(serve(conn, counter));
+                    }
+                };
+                tokio::select! {
+                    () = accept => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        let addr = addr_rx.recv().expect("server started");
+        TestServer { addr, requests, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let Some(end) = find_head_end(&buf) else {
+            let mut piece = [0u8; 4096];
+            match conn.read(&mut piece).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&piece[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let (code, reason, body) = route(&path).await;
+        counter.fetch_add(1, Ordering::SeqCst);
+        let response = format!(
+            "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
+            body.len()
+        );
+        if conn.write_all(response.as_bytes()).await.is_err()
+            || conn.write_all(&body).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+async fn route(path: &str) -> (u16, &'static str, Vec<u8>) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    match (parts.next(), parts.next()) {
+        (Some("ok"), Some(n)) => (200, "OK", vec![b'x'; n.parse().unwrap_or(0)]),
+        (Some("slow"), Some(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            (200, "OK", b"slow".to_vec())
+        }
+        _ => (404, "Not Found", b"not found".to_vec()),
+    }
+}
