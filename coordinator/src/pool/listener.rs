@@ -71,11 +71,11 @@ pub struct Authenticated {
 }
 
 /// Accepts connections forever, checking each on its own task so a silent one blocks nothing;
-/// sends the ones that pass to `out`.
+/// sends the ones that pass to `out`, and the reason each other one was refused.
 pub async fn accept_loop(
     listener: Listener,
     token: [u8; TOKEN_LEN],
-    out: mpsc::UnboundedSender<Authenticated>,
+    out: mpsc::UnboundedSender<Result<Authenticated, String>>,
 ) {
     use interprocess::local_socket::traits::tokio::Listener as _;
     loop {
@@ -83,15 +83,16 @@ pub async fn accept_loop(
             Ok(stream) => {
                 let out = out.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, check(stream, &token)).await {
-                        Ok(Ok(auth)) => {
-                            let _ = out.send(auth);
-                        }
-                        Ok(Err(why)) => tracing::warn!("refused a connection: {why}"),
-                        Err(_) => tracing::warn!(
-                            "refused a connection: no hello within {HANDSHAKE_TIMEOUT:?}"
-                        ),
-                    }
+                    let verdict = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        check(stream, &token),
+                    )
+                    .await
+                    {
+                        Ok(verdict) => verdict,
+                        Err(_) => Err(format!("no hello within {HANDSHAKE_TIMEOUT:?}")),
+                    };
+                    let _ = out.send(verdict);
                 });
             }
             Err(err) => {

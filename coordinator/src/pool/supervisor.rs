@@ -64,6 +64,8 @@ struct Supervisor<'a> {
     window: u64,
     start_failures: u32,
     last_start_failure: String,
+    /// Why the listener last refused a connection: often why workers cannot start.
+    last_refusal: Option<String>,
     respawns_due: usize,
     respawn_at: Instant,
     stopping: Option<(Interrupt, Instant)>,
@@ -97,6 +99,7 @@ pub async fn run(
         window: (job.workers * (PIPELINE_DEPTH + 1)) as u64,
         start_failures: 0,
         last_start_failure: String::new(),
+        last_refusal: None,
         respawns_due: 0,
         respawn_at: Instant::now(),
         stopping: None,
@@ -117,7 +120,7 @@ impl Supervisor<'_> {
     async fn main_loop(
         &mut self,
         writer: &mut Writer,
-        auth_rx: &mut mpsc::UnboundedReceiver<Authenticated>,
+        auth_rx: &mut mpsc::UnboundedReceiver<Result<Authenticated, String>>,
         events_rx: &mut mpsc::UnboundedReceiver<SlotEvent>,
         interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
     ) -> Result<(), Stop> {
@@ -134,7 +137,13 @@ impl Supervisor<'_> {
             self.dispatch(*writer.written.borrow());
             let grace_end = self.stopping.map_or(far, |(_, at)| at);
             tokio::select! {
-                Some(auth) = auth_rx.recv() => self.attach(auth),
+                Some(verdict) = auth_rx.recv() => match verdict {
+                    Ok(auth) => self.attach(auth),
+                    Err(why) => {
+                        tracing::warn!("refused a connection: {why}");
+                        self.last_refusal = Some(why);
+                    }
+                },
                 Some(event) = events_rx.recv() => self.on_event(event, writer)?,
                 changed = writer.written.changed() => {
                     if changed.is_err() {
@@ -295,7 +304,10 @@ impl Supervisor<'_> {
         };
         if !w.ready {
             self.start_failures += 1;
-            self.last_start_failure = format!("worker pid {pid} {how}");
+            self.last_start_failure = match &self.last_refusal {
+                Some(why) => format!("worker pid {pid} {how}; its connection was refused: {why}"),
+                None => format!("worker pid {pid} {how}"),
+            };
             tracing::warn!("worker pid {pid} failed to start: {how}");
             if self.start_failures >= MAX_START_FAILURES {
                 return Err(Stop::Fatal(Error::WorkersWontStart {

@@ -1,0 +1,88 @@
+//! Every input that can be checked before work starts is refused with exit 2 and one line.
+
+use powerpool_tests::{assert_usage_error, bin, powerpool, run};
+
+#[test]
+fn bad_command_lines_are_refused_with_one_line_and_exit_2() {
+    let not_exec = powerpool_tests::TempDir::new("noexec");
+    let plain = not_exec.0.join("plain-file");
+    std::fs::write(&plain, b"#!/bin/sh\n").expect("writes");
+    let plain = plain.to_string_lossy().into_owned();
+    let dir = not_exec.0.to_string_lossy().into_owned();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["map", "cube", "--range", "0..5"],
+        vec!["map", "square", "--range", "5.."],
+        vec!["map", "square", "--range", "..5"],
+        vec!["map", "square", "--range", "a..b"],
+        vec!["map", "square", "--range", "5"],
+        vec!["map", "square", "--range", "0..9223372036854775808"],
+        vec!["map", "square", "--range", "-9223372036854775809..0"],
+        vec!["map", "square", "--range", "1e3..2e3"],
+        vec!["map", "square", "--range", ""],
+        vec!["map", "square"],
+        vec!["map", "square", "--range", "0..5", "--workers", "0"],
+        vec!["map", "square", "--range", "0..5", "--workers", "100000"],
+        vec!["map", "square", "--range", "0..5", "--workers", "two"],
+        vec!["map", "square", "--range", "0..5", "--chunk-size", "0"],
+        vec!["map", "square", "--range", "0..5", "--chunk-size", "99999999999"],
+        vec!["map", "square", "--range", "0..5", "--format", "xml"],
+        vec!["map", "square", "--range", "0..5", "--output", "/nonexistent-dir/out.txt"],
+        vec!["map", "square", "--range", "0..5", "--output", &dir],
+        vec!["map", "square", "--range", "0..5", "--worker-cmd", "/nonexistent/worker"],
+        vec!["map", "square", "--range", "0..5", "--worker-cmd", &plain],
+        vec!["map", "square", "--range", "0..5", "--worker-cmd", &dir],
+        vec!["map", "square", "--range", "0..5", "--fetch", "ftp://example.com/"],
+        vec!["map", "square", "--range", "0..5", "--fetch", "not a url"],
+        vec!["map", "square", "--range", "0..5", "--bogus"],
+        vec!["fetch"],
+        vec!["fetch", "http://"],
+        vec!["fetch", "file:///etc/passwd"],
+        vec!["fetch", "http://127.0.0.1:1/", "--concurrency", "0"],
+        vec!["fetch", "http://127.0.0.1:1/", "--timeout", "-1"],
+        vec!["fetch", "http://127.0.0.1:1/", "--timeout", "soon"],
+        vec!["frobnicate"],
+        vec!["map", "square", "--range", "0..5", "-q", "-v"],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(str::to_owned).collect())
+    .collect();
+    assert!(cases.len() >= 30);
+    for args in &cases {
+        let out = run(&mut powerpool(args));
+        assert_usage_error(&out, &args.join(" "));
+    }
+}
+
+#[test]
+fn unknown_task_in_a_custom_worker_is_refused_by_the_worker() {
+    let out =
+        run(powerpool(["map", "cube", "--range", "0..5", "--worker-cmd"])
+            .arg(bin("powerpool-worker")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown task 'cube'"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_worker_mode_refuses_to_run_by_hand() {
+    let out = run(&mut powerpool(["worker"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("started by powerpool"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let help = run(&mut powerpool(["--help"]));
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("map"));
+    let version = run(&mut powerpool(["--version"]));
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("powerpool "));
+    let tasks = run(&mut powerpool(["tasks"]));
+    assert!(tasks.status.success());
+    let listed = String::from_utf8_lossy(&tasks.stdout);
+    assert!(listed.lines().any(|l| l.starts_with("square ")), "{listed}");
+    assert!(!listed.contains("slow-square"), "test tasks stay hidden: {listed}");
+}

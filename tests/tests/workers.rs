@@ -1,0 +1,198 @@
+//! Worker processes: separate pids, a worker killed mid-run, the coordinator stopped by a signal
+//! or killed, handshakes refused, workers that cannot start, and a custom worker executable.
+
+use powerpool_tests::*;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// Starts a run of the hidden `slow-square` task (1 ms per item) that takes long enough to
+/// disturb, with its socket directory inside `runtime_dir`.
+fn start_slow(range: &str, workers: &str, runtime_dir: &TempDir) -> Child {
+    powerpool(["map", "slow-square", "--range", range, "--workers", workers, "--chunk-size", "10"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &runtime_dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns")
+}
+
+fn wait_for_workers(coordinator: u32, n: usize) -> Vec<u32> {
+    let mut kids = Vec::new();
+    let seen = wait_for(Duration::from_secs(20), || {
+        kids = children_of(coordinator);
+        kids.len() == n
+    });
+    assert!(seen, "expected {n} workers, saw {kids:?}");
+    kids
+}
+
+#[test]
+fn workers_are_separate_processes_and_none_outlives_the_run() {
+    let rt = TempDir::new("pids");
+    let child = start_slow("0..400", "4", &rt);
+    let coordinator = child.id();
+    let pids = wait_for_workers(coordinator, 4);
+    assert!(!pids.contains(&coordinator));
+    let out = wait_output(child, TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, squares_lines(0, 400));
+    assert!(
+        wait_for(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p))),
+        "workers outlived the run"
+    );
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
+
+#[test]
+fn a_worker_killed_mid_run_changes_nothing_in_the_output() {
+    let rt = TempDir::new("kill");
+    let child = start_slow("0..1500", "3", &rt);
+    let pids = wait_for_workers(child.id(), 3);
+    std::thread::sleep(Duration::from_millis(150));
+    kill(pids[1], libc::SIGKILL);
+    let out = wait_output(child, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 1500), "output must be exact, nothing lost or doubled");
+    assert!(stderr.contains("killed by SIGKILL"), "the cause is named: {stderr}");
+    assert!(stderr.contains("1 worker(s) restarted"), "{stderr}");
+}
+
+fn assert_stopped_by(sig: i32, code: i32) {
+    let rt = TempDir::new("sig");
+    let child = start_slow("0..3000", "2", &rt);
+    let coordinator = child.id();
+    let pids = wait_for_workers(coordinator, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(coordinator, sig);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+    let full = squares_lines(0, 3000);
+    assert!(!out.stdout.is_empty() && out.stdout.len() < full.len(), "a partial run");
+    assert!(full.starts_with(&out.stdout), "stdout is an exact prefix");
+    assert!(out.stdout.ends_with(b"\n"), "no half-written line");
+    assert!(
+        wait_for(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p))),
+        "workers outlived the coordinator"
+    );
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
+
+#[test]
+fn sigterm_stops_the_run_with_143_and_an_exact_prefix() {
+    assert_stopped_by(libc::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_stops_the_run_with_130_and_an_exact_prefix() {
+    assert_stopped_by(libc::SIGINT, 130);
+}
+
+#[test]
+fn workers_die_when_the_coordinator_is_sigkilled() {
+    let rt = TempDir::new("orphans");
+    let mut child = start_slow("0..100000", "3", &rt);
+    let pids = wait_for_workers(child.id(), 3);
+    kill(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    assert!(
+        wait_for(Duration::from_secs(1), || pids.iter().all(|&p| !alive(p))),
+        "workers still alive one second after the coordinator was SIGKILLed"
+    );
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_output_file() {
+    let rt = TempDir::new("sigout");
+    let out_dir = TempDir::new("sigout-dest");
+    let path = out_dir.0.join("result.txt");
+    let mut cmd = powerpool(["map", "slow-square", "--range", "0..3000", "--workers", "2"]);
+    let child = cmd
+        .arg("--output")
+        .arg(&path)
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    wait_for_workers(child.id(), 2);
+    kill(child.id(), libc::SIGTERM);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(143));
+    assert!(out_dir.entries().is_empty(), "left: {:?}", out_dir.entries());
+}
+
+fn rogue(mode: &str) -> std::process::Output {
+    run(powerpool(["map", "square", "--range", "0..10", "--workers", "2", "--worker-cmd"])
+        .arg(bin("rogue-worker"))
+        .env("ROGUE_MODE", mode))
+}
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_with_a_clear_error() {
+    let out = rogue("bad-version");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rogue: rejected: protocol version mismatch: worker speaks 999, coordinator speaks 1"
+        ),
+        "{stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("powerpool: error: workers keep failing to start"), "{last}");
+    assert!(last.contains("protocol version mismatch"), "{last}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_worker_with_a_wrong_token_is_refused() {
+    let out = rogue("bad-token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rogue: rejected: wrong token"), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or_default().contains("wrong token"), "{stderr}");
+}
+
+#[test]
+fn a_worker_that_sends_garbage_is_refused() {
+    let out = rogue("garbage");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the first frame is not a hello"), "{stderr}");
+}
+
+#[test]
+fn a_worker_that_cannot_start_gives_a_clear_error_not_a_loop() {
+    let dir = TempDir::new("false");
+    let path = dir.0.join("out.txt");
+    let out = run(powerpool([
+        "map",
+        "square",
+        "--range",
+        "0..10",
+        "--worker-cmd",
+        "/bin/false",
+        "--output",
+    ])
+    .arg(&path));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("workers keep failing to start") && last.contains("exited with status 1"),
+        "{last}"
+    );
+    assert!(dir.entries().is_empty(), "no output file after a failure: {:?}", dir.entries());
+}
+
+#[test]
+fn the_standalone_worker_binary_runs_the_same_job() {
+    let out =
+        run(powerpool(["map", "square", "--range=-1000..1000", "--workers", "3", "--worker-cmd"])
+            .arg(bin("powerpool-worker")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, squares_lines(-1000, 1000));
+}
