@@ -6,9 +6,12 @@
 //! rest, capped so that one chunk stays a few milliseconds of work and its output about a
 //! megabyte (65,536 items for `lines` and `bin`; 4,194,304 for `sum`, whose output is 32 bytes
 //! a chunk). Below the cap, a range of L items over W workers gets chunks of ceil(L / 8W).
-//! `--chunk-size N` overrides it (at most [`MAX_CHUNK_ITEMS`]).
+//! `--chunk-size N` overrides it (at most [`Format::max_chunk_items`]: 262,144 for `lines`,
+//! 524,288 for `bin`, 16,777,216 for `sum`).
 
-use powerpool_shared::{Format, RunChunk, MAX_CHUNK_ITEMS};
+#[cfg(test)]
+use powerpool_shared::MAX_CHUNK_ITEMS;
+use powerpool_shared::{Format, RunChunk};
 
 /// Chunks per worker that the automatic size aims for.
 const CHUNKS_PER_WORKER: u128 = 8;
@@ -21,7 +24,7 @@ pub fn auto_size(len: u64, workers: usize, format: Format) -> u64 {
     };
     let per = CHUNKS_PER_WORKER * workers.max(1) as u128;
     let target = (u128::from(len)).div_ceil(per);
-    (target as u64).clamp(1, cap.min(MAX_CHUNK_ITEMS).max(1))
+    u64::try_from(target).unwrap_or(u64::MAX).clamp(1, cap.min(format.max_chunk_items()))
 }
 
 /// A half-open range `start..end` cut into chunks of `size` items (the last may be shorter).

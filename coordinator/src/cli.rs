@@ -89,6 +89,12 @@ pub enum OutputFormat {
 pub const MAX_WORKERS: usize = 512;
 
 /// Parses `START..END`: two i64 in decimal (an optional sign, digits, `_` between digits).
+///
+/// ```
+/// use powerpool::cli::parse_range;
+/// assert_eq!(parse_range("-5..1_000"), Ok((-5, 1000)));
+/// assert!(parse_range("5..").is_err());
+/// ```
 pub fn parse_range(text: &str) -> Result<(i64, i64), String> {
     let (start, end) = text
         .split_once("..")

@@ -109,6 +109,15 @@ impl MapPlan {
         let (start, end) = args.range;
         let wanted = args.workers.unwrap_or_else(default_workers);
         let len = u64::try_from(Chunks::new(start, end, 1).items()).unwrap_or(u64::MAX);
+        if let Some(size) = args.chunk_size {
+            if size > format.max_chunk_items() {
+                return Err(Error::Usage(format!(
+                    "--chunk-size {size} is too large for --format {}: at most {}",
+                    format_name(format),
+                    format.max_chunk_items()
+                )));
+            }
+        }
         let size = args.chunk_size.unwrap_or_else(|| chunk::auto_size(len, wanted, format));
         let chunks = Chunks::new(start, end, size);
         let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
@@ -128,6 +137,14 @@ impl FetchPlan {
             concurrency: args.concurrency,
             timeout: Duration::from_secs_f64(args.timeout),
         }
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Lines => "lines",
+        Format::Bin => "bin",
+        Format::Sum => "sum",
     }
 }
 

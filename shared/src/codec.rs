@@ -20,7 +20,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// The largest frame body either side accepts: 16 MiB. A chunk's output is bounded below it by
-/// [`crate::MAX_CHUNK_ITEMS`]; anything larger is a broken or hostile peer.
+/// [`crate::Format::max_chunk_items`]; anything larger is a broken or hostile peer.
 pub const MAX_FRAME: usize = 16 << 20;
 
 /// Bytes of the length prefix in front of every frame.

@@ -5,7 +5,7 @@
 //! # Theory of operation
 //!
 //! The coordinator owns a private directory (mode 0700) with one filesystem socket in it (mode
-//! 0600). It spawns each worker with three environment variables ([`env`]): the socket path, a
+//! 0600). It spawns each worker with three environment variables ([`mod@env`]): the socket path, a
 //! per-run secret token and the worker's slot id. The token never appears on a command line, where
 //! `ps` would show it.
 //!
@@ -50,7 +50,6 @@ pub use wide::I256;
 /// worker never waits a round trip for work.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// The largest chunk, in items, that one `Run` message may ask for. It bounds the reply frame:
-/// in the widest format (decimal lines of `i128` values, at most 41 bytes each) a chunk's output
-/// stays under [`MAX_FRAME`].
-pub const MAX_CHUNK_ITEMS: u64 = 1 << 18;
+/// The largest chunk, in items, that one `Run` message may ask for in any format; see
+/// [`Format::max_chunk_items`] for each format's own limit.
+pub const MAX_CHUNK_ITEMS: u64 = 1 << 24;

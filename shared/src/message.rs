@@ -118,6 +118,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// The largest chunk, in items, a `Run` may ask for in this format. It bounds the reply
+    /// frame: a chunk's output stays under [`crate::MAX_FRAME`] (`lines`: 2^18 items of at most
+    /// 41 bytes; `bin`: 2^19 items of 16 bytes; `sum`: 32 bytes whatever the chunk, so the cap
+    /// only bounds the time one chunk takes).
+    pub const fn max_chunk_items(self) -> u64 {
+        match self {
+            Format::Lines => 1 << 18,
+            Format::Bin => 1 << 19,
+            Format::Sum => crate::MAX_CHUNK_ITEMS,
+        }
+    }
+
     /// The largest payload one item can produce in this format, in bytes.
     pub const fn max_bytes_per_item(self) -> usize {
         match self {

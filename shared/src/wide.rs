@@ -7,6 +7,15 @@
 use std::fmt;
 
 /// Exact signed 256-bit integer: an accumulator for sums of `i128` values.
+///
+/// ```
+/// use powerpool_shared::I256;
+/// let mut sum = I256::ZERO;
+/// for _ in 0..4 {
+///     sum.add_i128(i128::MAX);
+/// }
+/// assert_eq!(sum.to_string(), "680564733841876926926749214863536422908");
+/// ```
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct I256 {
     lo: u128,

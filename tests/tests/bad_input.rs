@@ -25,6 +25,7 @@ fn bad_command_lines_are_refused_with_one_line_and_exit_2() {
         vec!["map", "square", "--range", "0..5", "--workers", "two"],
         vec!["map", "square", "--range", "0..5", "--chunk-size", "0"],
         vec!["map", "square", "--range", "0..5", "--chunk-size", "99999999999"],
+        vec!["map", "square", "--range", "0..5", "--chunk-size", "300000"],
         vec!["map", "square", "--range", "0..5", "--format", "xml"],
         vec!["map", "square", "--range", "0..5", "--output", "/nonexistent-dir/out.txt"],
         vec!["map", "square", "--range", "0..5", "--output", &dir],

@@ -122,16 +122,8 @@ fn the_canonical_job_prints_what_python_pool_prints() {
 fn output_file_holds_the_same_bytes_as_stdout() {
     let dir = powerpool_tests::TempDir::new("out");
     let path = dir.0.join("squares.txt");
-    let out = run(&mut powerpool([
-        "map",
-        "square",
-        "--range",
-        "-300..300",
-        "--workers",
-        "3",
-        "--output",
-    ])
-    .arg(&path));
+    let mut cmd = powerpool(["map", "square", "--range=-300..300", "--workers", "3", "--output"]);
+    let out = run(cmd.arg(&path));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read(&path).expect("written"), squares_lines(-300, 300));

@@ -124,6 +124,11 @@ fn an_interrupted_run_leaves_no_output_file() {
     assert!(out_dir.entries().is_empty(), "left: {:?}", out_dir.entries());
 }
 
+/// The coordinator's one error line (workers share stderr, so it need not be the last line).
+fn final_error(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.starts_with("powerpool: error: ")).unwrap_or_default()
+}
+
 fn rogue(mode: &str) -> std::process::Output {
     run(powerpool(["map", "square", "--range", "0..10", "--workers", "2", "--worker-cmd"])
         .arg(bin("rogue-worker"))
@@ -141,7 +146,7 @@ fn a_worker_of_another_protocol_version_is_refused_with_a_clear_error() {
         ),
         "{stderr}"
     );
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = final_error(&stderr);
     assert!(last.starts_with("powerpool: error: workers keep failing to start"), "{last}");
     assert!(last.contains("protocol version mismatch"), "{last}");
     assert!(out.stdout.is_empty());
@@ -153,7 +158,7 @@ fn a_worker_with_a_wrong_token_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("rogue: rejected: wrong token"), "{stderr}");
-    assert!(stderr.lines().last().unwrap_or_default().contains("wrong token"), "{stderr}");
+    assert!(final_error(&stderr).contains("wrong token"), "{stderr}");
 }
 
 #[test]

@@ -3,9 +3,7 @@
 use crate::connection::{self, ConnError, Session};
 use crate::exit;
 use crate::registry::{ChunkOutput, ChunkTask, Registry};
-use powerpool_shared::{
-    codec, ChunkFailed, Fatal, FromWorker, RunChunk, ToWorker, MAX_CHUNK_ITEMS,
-};
+use powerpool_shared::{codec, ChunkFailed, Fatal, FromWorker, RunChunk, ToWorker};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -65,7 +63,7 @@ fn compute(
 ) -> Result<u64, ChunkFailed> {
     let fail = |item, reason| ChunkFailed { chunk: run.chunk, item, reason };
     let items = i128::from(run.end) - i128::from(run.start);
-    if items < 0 || items > i128::from(MAX_CHUNK_ITEMS) {
+    if items < 0 || items > i128::from(session.format.max_chunk_items()) {
         return Err(fail(None, format!("invalid chunk range {}..{}", run.start, run.end)));
     }
     let result = panic::catch_unwind(AssertUnwindSafe(|| {

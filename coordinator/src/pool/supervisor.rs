@@ -108,7 +108,7 @@ pub async fn run(
     for _ in 0..job.workers {
         sup.spawn_worker();
     }
-    let result = sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts).await.map(|()| ());
+    let result = sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts).await;
     let kill = !matches!(result, Ok(()));
     sup.stop_all(kill, &mut events_rx).await;
     accept.abort();

@@ -31,13 +31,19 @@ fn main() {
         }
         match reader.next_frame().await {
             Ok(Some(frame)) => match codec::decode::<ToWorker>(&frame) {
-                Ok(ToWorker::Reject(r)) => eprintln!("rogue: rejected: {}", r.reason),
-                Ok(other) => eprintln!("rogue: got {other:?}"),
-                Err(e) => eprintln!("rogue: undecodable answer: {e}"),
+                Ok(ToWorker::Reject(r)) => say(&format!("rogue: rejected: {}", r.reason)),
+                Ok(other) => say(&format!("rogue: got {other:?}")),
+                Err(e) => say(&format!("rogue: undecodable answer: {e}")),
             },
-            Ok(None) => eprintln!("rogue: connection closed"),
-            Err(e) => eprintln!("rogue: read error: {e}"),
+            Ok(None) => say("rogue: connection closed"),
+            Err(e) => say(&format!("rogue: read error: {e}")),
         }
     });
     std::process::exit(9);
+}
+
+/// One line in one write, so lines from several processes sharing stderr do not interleave.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
