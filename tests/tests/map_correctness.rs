@@ -14,7 +14,7 @@ const RANGES: &[(i64, i64)] = &[
     (i64::MAX - 5, i64::MAX), // the high edge
     (0, 1000),
 ];
-const WORKERS: &[&str] = &["1", "2", "3", "8"];
+const WORKERS: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8"];
 const CHUNKS: &[Option<&str>] = &[Some("1"), Some("3"), Some("7"), Some("100000"), None];
 
 fn map(start: i64, end: i64, workers: &str, chunk: Option<&str>, format: &str) -> Vec<u8> {
