@@ -201,3 +201,27 @@ fn the_standalone_worker_binary_runs_the_same_job() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, squares_lines(-1000, 1000));
 }
+
+#[test]
+fn workers_killed_again_and_again_lose_and_double_nothing() {
+    let rt = TempDir::new("rekill");
+    let child = start_slow("0..3000", "3", &rt);
+    let coordinator = child.id();
+    let mut killed = Vec::new();
+    for _ in 0..4 {
+        let mut victim = None;
+        wait_for(Duration::from_secs(10), || {
+            victim = children_of(coordinator).into_iter().find(|p| !killed.contains(p));
+            victim.is_some()
+        });
+        let victim = victim.expect("a live worker to kill");
+        std::thread::sleep(Duration::from_millis(60));
+        kill(victim, libc::SIGKILL);
+        killed.push(victim);
+    }
+    let out = wait_output(child, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 3000), "exact after {} kills", killed.len());
+    assert!(stderr.contains("worker(s) restarted"), "{stderr}");
+}

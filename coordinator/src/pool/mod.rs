@@ -3,6 +3,7 @@
 
 mod listener;
 mod process;
+mod queue;
 mod slot;
 mod supervisor;
 

@@ -3,6 +3,7 @@
 
 use super::listener::{self, Authenticated, SocketDir};
 use super::process::SpawnSpec;
+use super::queue::Queue;
 use super::slot::{self, Slot, SlotCmd, SlotEvent};
 use super::{Job, Stats};
 use crate::errors::Error;
@@ -12,7 +13,7 @@ use crate::signal::Interrupt;
 use bytes::Bytes;
 use powerpool_shared::env::to_hex;
 use powerpool_shared::{transport, Format, Welcome, PIPELINE_DEPTH};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -54,14 +55,8 @@ struct Supervisor<'a> {
     events_tx: mpsc::UnboundedSender<SlotEvent>,
     workers: BTreeMap<u64, Worker>,
     next_id: u64,
-    /// The next chunk never dispatched.
-    next_new: u64,
-    /// Chunks lost with their worker, to run again first, lowest first.
-    retry: VecDeque<u64>,
-    attempts: HashMap<u64, u32>,
+    queue: Queue,
     gather: Gather,
-    /// How far past the last written chunk dispatch may run: this bounds memory.
-    window: u64,
     start_failures: u32,
     last_start_failure: String,
     /// Why the listener last refused a connection: often why workers cannot start.
@@ -92,11 +87,9 @@ pub async fn run(
         events_tx,
         workers: BTreeMap::new(),
         next_id: 0,
-        next_new: 0,
-        retry: VecDeque::new(),
-        attempts: HashMap::new(),
+        // The window: every worker's pipeline full, plus one more chunk each.
+        queue: Queue::new(job.chunks.count(), (job.workers * (PIPELINE_DEPTH + 1)) as u64),
         gather: Gather::new(),
-        window: (job.workers * (PIPELINE_DEPTH + 1)) as u64,
         start_failures: 0,
         last_start_failure: String::new(),
         last_refusal: None,
@@ -197,24 +190,16 @@ impl Supervisor<'_> {
         if self.stopping.is_some() {
             return;
         }
-        let limit = written.saturating_add(self.window).min(self.job.chunks.count());
         for depth in 1..=PIPELINE_DEPTH {
             for w in self.workers.values_mut() {
                 if !w.ready || w.in_flight.len() >= depth {
                     continue;
                 }
-                let next = match self.retry.pop_front() {
-                    Some(i) => i,
-                    None if self.next_new < limit => {
-                        self.next_new += 1;
-                        self.next_new - 1
-                    }
-                    None => return,
-                };
+                let Some(next) = self.queue.next(written) else { return };
                 if w.slot.cmd.send(SlotCmd::Run(self.job.chunks.get(next))).is_ok() {
                     w.in_flight.push(next);
                 } else {
-                    self.retry.push_front(next);
+                    self.queue.put_back(next);
                 }
             }
         }
@@ -320,26 +305,19 @@ impl Supervisor<'_> {
             let lost: Vec<String> = w.in_flight.iter().map(|c| c.to_string()).collect();
             tracing::warn!("worker pid {pid} {how}; re-running chunk(s) [{}]", lost.join(", "));
         }
-        let mut lost = w.in_flight;
-        lost.sort_unstable();
-        for &chunk in lost.iter().rev() {
-            if self.gather.has(chunk) {
-                continue;
-            }
-            let attempts = self.attempts.entry(chunk).or_insert(0);
-            *attempts += 1;
-            if *attempts >= MAX_CHUNK_ATTEMPTS {
+        let lost: Vec<u64> = w.in_flight.iter().copied().filter(|&c| !self.gather.has(c)).collect();
+        for (chunk, attempts) in self.queue.requeue_lost(&lost) {
+            if attempts >= MAX_CHUNK_ATTEMPTS {
                 let c = self.job.chunks.get(chunk);
                 return Err(Stop::Fatal(Error::ChunkKeepsFailing {
                     chunk,
                     start: c.start,
                     end: c.end,
-                    attempts: *attempts,
+                    attempts,
                     last: format!("worker pid {pid} {how}"),
                 }));
             }
             self.stats.retried_chunks += 1;
-            self.retry.push_front(chunk);
         }
         let remaining = self.gather.released() < self.job.chunks.count();
         if remaining && self.stopping.is_none() {
