@@ -27,7 +27,7 @@ pub struct Job {
 /// What happened along the way.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// Workers that died after their handshake and were replaced.
+    /// Workers that died during the run (before or after their handshake) and were replaced.
     pub restarts: u32,
     /// Chunks that were run again because their worker died.
     pub retried_chunks: u32,

@@ -301,7 +301,6 @@ impl Supervisor<'_> {
                 }));
             }
         } else {
-            self.stats.restarts += 1;
             let lost: Vec<String> = w.in_flight.iter().map(|c| c.to_string()).collect();
             tracing::warn!("worker pid {pid} {how}; re-running chunk(s) [{}]", lost.join(", "));
         }
@@ -325,6 +324,7 @@ impl Supervisor<'_> {
                 0 => Duration::ZERO,
                 n => Duration::from_millis(25 << (n - 1).min(6)).min(Duration::from_secs(1)),
             };
+            self.stats.restarts += 1;
             self.respawns_due += 1;
             self.respawn_at = Instant::now() + delay;
         }
