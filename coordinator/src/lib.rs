@@ -121,20 +121,12 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
 /// A bug must still end in one line, never a backtrace.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let at =
-            info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("powerpool: internal error: {msg}{at} (please report this)");
+        let text = powerpool_worker::diag::panic_text(info);
+        eprintln!("powerpool: internal error: {text} (please report this)");
     }));
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -142,13 +134,5 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("powerpool={level},warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+    powerpool_worker::diag::init_logging(&format!("powerpool={level},warn"));
 }

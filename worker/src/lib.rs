@@ -13,6 +13,7 @@
 //! binary runs it standalone, for `--worker-cmd`. Either way the entry point is [`main`].
 
 mod connection;
+pub mod diag;
 mod registry;
 mod serve;
 
@@ -63,17 +64,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Warnings and errors to stderr, tagged with the worker's pid; `RUST_LOG` (which workers inherit
-/// from the coordinator) can ask for more.
+/// Warnings and errors to stderr; `RUST_LOG` (which workers inherit from the coordinator) can
+/// ask for more.
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+    diag::init_logging("warn");
     tracing::debug!(pid = std::process::id(), "worker started");
 }

@@ -84,16 +84,7 @@ static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 /// decides what the user sees.
 fn install_panic_capture() {
     panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let text = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        let text = match info.location() {
-            Some(loc) => format!("{text} at {}:{}", loc.file(), loc.line()),
-            None => text,
-        };
+        let text = crate::diag::panic_text(info);
         if let Ok(mut slot) = LAST_PANIC.lock() {
             *slot = Some(text);
         }
