@@ -8,7 +8,18 @@ use std::time::Duration;
 /// Starts a run of the hidden `slow-square` task (1 ms per item) that takes long enough to
 /// disturb, with its socket directory inside `runtime_dir`.
 fn start_slow(range: &str, workers: &str, runtime_dir: &TempDir) -> Child {
+    start_slow_with(range, workers, runtime_dir, &[])
+}
+
+/// [`start_slow`] with extra arguments.
+fn start_slow_with(
+    range: &str,
+    workers: &str,
+    runtime_dir: &TempDir,
+    extra: &[&std::ffi::OsStr],
+) -> Child {
     powerpool(["map", "slow-square", "--range", range, "--workers", workers, "--chunk-size", "10"])
+        .args(extra)
         .env("POWERPOOL_TEST_TASKS", "1")
         .env("XDG_RUNTIME_DIR", &runtime_dir.0)
         .stdout(Stdio::piped())
@@ -107,16 +118,7 @@ fn an_interrupted_run_leaves_no_output_file() {
     let rt = TempDir::new("sigout");
     let out_dir = TempDir::new("sigout-dest");
     let path = out_dir.0.join("result.txt");
-    let mut cmd = powerpool(["map", "slow-square", "--range", "0..3000", "--workers", "2"]);
-    let child = cmd
-        .arg("--output")
-        .arg(&path)
-        .env("POWERPOOL_TEST_TASKS", "1")
-        .env("XDG_RUNTIME_DIR", &rt.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
+    let child = start_slow_with("0..3000", "2", &rt, &["--output".as_ref(), path.as_os_str()]);
     wait_for_workers(child.id(), 2);
     kill(child.id(), libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(20));
