@@ -64,6 +64,36 @@ impl Chunks {
         self.count
     }
 
+    /// Items per chunk (the last chunk may hold fewer).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Chunk `index` as offsets `first..end` from the start of the range.
+    pub fn offsets(&self, index: u64) -> (u64, u64) {
+        let first = u128::from(index) * u128::from(self.size);
+        let end = (first + u128::from(self.size)).min(self.items());
+        // Offsets never exceed the item count, which fits a u64.
+        (first as u64, end as u64)
+    }
+
+    /// The input at `offset` from the start of the range.
+    pub fn item(&self, offset: u64) -> i64 {
+        // start + offset lies within start..=end, so it fits an i64.
+        (i128::from(self.start) + i128::from(offset)) as i64
+    }
+
+    /// The offset of input `item`, if it lies in `first..end` (offsets).
+    pub fn offset_of(&self, item: i64, first: u64, end: u64) -> Option<u64> {
+        let off = i128::from(item) - i128::from(self.start);
+        (off >= i128::from(first) && off < i128::from(end)).then_some(off as u64)
+    }
+
+    /// Offsets `first..end` as a message tagged `tag`.
+    pub fn message(&self, tag: u64, first: u64, end: u64) -> RunChunk {
+        RunChunk { chunk: tag, start: self.item(first), end: self.item(end) }
+    }
+
     /// Chunk `index` as a message; `index` must be below [`Chunks::count`].
     pub fn get(&self, index: u64) -> RunChunk {
         debug_assert!(index < self.count);

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A process pool: shards an integer range over worker processes and gathers the results in
 /// order, while fetching URLs on the same async runtime.
@@ -54,12 +55,29 @@ pub struct MapArgs {
     /// GET this URL concurrently with the map and report it on stderr (repeatable).
     #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub fetch: Vec<url::Url>,
-    /// Timeout for each --fetch, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub timeout: f64,
+    /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Worker executable to launch instead of this program's own worker mode.
     #[arg(long, value_name = "PATH")]
     pub worker_cmd: Option<PathBuf>,
+    /// Times a failed chunk is run again before it is split to find the failing item, and
+    /// times that item is run again before it is given up.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_retries)]
+    pub retries: u32,
+    /// On a failed item, go on: write every other result, list the failed items on stderr
+    /// at the end and exit 5 (partial output). Without it the run stops before the first
+    /// failed item, having written every result before it, and exits 4.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// End a worker whose chunk runs longer than this (SIGTERM, then SIGKILL 500 ms later);
+    /// the chunk is retried like any failure. E.g. 500ms, 30s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_timeout: Option<Duration>,
+    /// Replace each worker with a fresh process after it has run N chunks (Python's
+    /// maxtasksperchild).
+    #[arg(long, value_name = "N", value_parser = parse_max_tasks)]
+    pub max_tasks_per_worker: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -70,9 +88,10 @@ pub struct FetchArgs {
     /// Requests in flight at once.
     #[arg(long, value_name = "N", default_value = "100", value_parser = parse_concurrency)]
     pub concurrency: usize,
-    /// Timeout for each request, in seconds (connect, headers and body together).
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub timeout: f64,
+    /// Timeout for each request: connect, headers and body together (e.g. 30s, 1500ms; a bare
+    /// number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,12 +162,57 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
     parse_count(text, 100_000).map(|n| n as usize)
 }
 
-fn parse_secs(text: &str) -> Result<f64, String> {
-    let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err("must be more than 0 and at most 86400 seconds".to_owned());
+fn parse_retries(text: &str) -> Result<u32, String> {
+    let n: u32 = text.parse().map_err(|_| format!("'{text}' is not a count from 0 to 100"))?;
+    if n > 100 {
+        return Err("must be at most 100".to_owned());
     }
-    Ok(secs)
+    Ok(n)
+}
+
+fn parse_max_tasks(text: &str) -> Result<u64, String> {
+    parse_count(text, u64::MAX)
+}
+
+/// The longest duration any flag accepts: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+/// Parses a duration: a decimal number and a unit (`ms`, `s`, `m`, `h`); a bare number is
+/// seconds. It must be at least 1 ms and at most a day.
+///
+/// ```
+/// use powerpool::cli::parse_duration;
+/// use std::time::Duration;
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+/// assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+/// assert!(parse_duration("0s").is_err() && parse_duration("5 parsecs").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("'{text}' is not a duration (for example 500ms, 30s, 2m, 1h)");
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let well_formed = !number.is_empty()
+        && number.bytes().filter(|&b| b == b'.').count() <= 1
+        && number.bytes().any(|b| b.is_ascii_digit())
+        && number.len() <= 20;
+    if !well_formed {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let secs = value * scale;
+    if !(0.001..=MAX_DURATION.as_secs_f64()).contains(&secs) {
+        return Err(format!("'{text}' must be at least 1ms and at most 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses an absolute http or https URL.
@@ -198,6 +262,21 @@ mod tests {
         assert!(parse_workers("-1").is_err());
         assert!(parse_chunk_size("0").is_err());
         assert!(parse_concurrency("0").is_err());
+    }
+
+    #[test]
+    fn durations_need_a_sane_size_and_a_known_unit() {
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("0.25s"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        for bad in
+            ["", "s", "ms", "-1s", "0", "0.0001s", "25h", "1.2.3s", "1e3", "1 s", "1sec", ".s"]
+        {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(parse_retries("0"), Ok(0));
+        assert!(parse_retries("101").is_err() && parse_retries("-1").is_err());
+        assert!(parse_max_tasks("0").is_err());
     }
 
     #[test]

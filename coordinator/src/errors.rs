@@ -17,10 +17,14 @@ pub enum Error {
     WorkersWontStart { attempts: u32, last: String },
     #[error("the worker refused the job: {0}")]
     JobRefused(String),
-    #[error("chunk {chunk} (inputs {start}..{end}) failed {attempts} times; last: {last}")]
-    ChunkKeepsFailing { chunk: u64, start: i64, end: i64, attempts: u32, last: String },
-    #[error("the task failed at input {item}: {reason}")]
-    TaskFailed { item: String, reason: String },
+    /// An input kept failing; every result before it was written.
+    #[error(
+        "input {item} failed {attempts} time(s), so the run stopped before it; last: {reason}"
+    )]
+    TaskFailed { item: i64, attempts: u32, reason: String },
+    /// `--keep-going`: the run finished without some inputs, each already listed.
+    #[error("{failed} input(s) failed and are missing from the output (--keep-going)")]
+    Partial { failed: u64 },
     #[error("cannot write the output: {0}")]
     Output(io::Error),
     #[error("cannot start the runtime: {0}")]
@@ -41,6 +45,8 @@ impl Error {
             Error::Usage(_) | Error::JobRefused(_) => exit_codes::USAGE,
             Error::Interrupted { code, .. } => *code,
             Error::FetchFailed { .. } => exit_codes::FETCH_FAILED,
+            Error::TaskFailed { .. } => exit_codes::ITEM_FAILED,
+            Error::Partial { .. } => exit_codes::PARTIAL,
             _ => exit_codes::FAILURE,
         }
     }

@@ -1,19 +1,27 @@
-//! The ordered gather: chunk outputs arrive in any order and leave in input order.
+//! The ordered gather: unit outputs arrive in any order and leave in input order.
 //!
-//! Memory is bounded by the supervisor, which never dispatches a chunk more than a window ahead
-//! of the last one written; this type only reorders, and refuses a chunk it has already seen, so
-//! no result is ever written twice.
+//! Outputs are keyed by their offsets in the range, not by chunk number, because a chunk that
+//! failed comes back in pieces. Memory is bounded by the supervisor, which never dispatches a
+//! chunk more than a window ahead of the last one written; this type only reorders, and refuses
+//! a piece that overlaps one it has already seen, so no result is ever written twice.
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// Reorders chunk outputs into chunk order.
+/// One output released in order: the bytes of offsets up to `end`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Released {
+    pub end: u64,
+    pub bytes: Bytes,
+}
+
+/// Reorders unit outputs into input order.
 #[derive(Debug, Default)]
 pub struct Gather {
-    /// The next chunk to release.
+    /// Every offset below this one has been released.
     next: u64,
-    /// Outputs that arrived ahead of `next`.
-    pending: BTreeMap<u64, Bytes>,
+    /// Outputs that arrived ahead of `next`, by first offset: (end, bytes).
+    pending: BTreeMap<u64, (u64, Bytes)>,
 }
 
 impl Gather {
@@ -21,31 +29,34 @@ impl Gather {
         Gather::default()
     }
 
-    /// Takes chunk `index`'s output and returns the outputs now ready, in order. A chunk already
-    /// taken yields `None`: the caller must drop it.
-    pub fn accept(&mut self, index: u64, output: Bytes) -> Option<Vec<Bytes>> {
-        if index < self.next || self.pending.contains_key(&index) {
+    /// Takes the output of offsets `first..end` and returns the outputs now ready, in order.
+    /// A piece that overlaps one already taken yields `None`: the caller must drop it.
+    pub fn accept(&mut self, first: u64, end: u64, output: Bytes) -> Option<Vec<Released>> {
+        if first < self.next || end <= first || self.overlaps(first, end) {
             return None;
         }
-        if index != self.next {
-            self.pending.insert(index, output);
-            return Some(Vec::new());
-        }
-        let mut ready = vec![output];
-        self.next += 1;
-        while let Some(out) = self.pending.remove(&self.next) {
-            ready.push(out);
-            self.next += 1;
+        self.pending.insert(first, (end, output));
+        let mut ready = Vec::new();
+        while let Some((end, bytes)) = self.pending.remove(&self.next) {
+            self.next = end;
+            ready.push(Released { end, bytes });
         }
         Some(ready)
     }
 
-    /// Whether chunk `index` has already been accepted.
-    pub fn has(&self, index: u64) -> bool {
-        index < self.next || self.pending.contains_key(&index)
+    fn overlaps(&self, first: u64, end: u64) -> bool {
+        let before = self.pending.range(..=first).next_back().is_some_and(|(_, &(e, _))| e > first);
+        let after = self.pending.range(first..end).next().is_some();
+        before || after
     }
 
-    /// How many chunks have been released in order.
+    /// Whether offsets `first..end` were all taken already.
+    pub fn has(&self, first: u64, end: u64) -> bool {
+        end <= self.next
+            || self.pending.range(..=first).next_back().is_some_and(|(_, &(e, _))| e >= end)
+    }
+
+    /// Every offset below this one has been released.
     pub fn released(&self) -> u64 {
         self.next
     }
@@ -59,16 +70,31 @@ mod tests {
         Bytes::from_static(s.as_bytes())
     }
 
+    fn ends(r: Option<Vec<Released>>) -> Option<Vec<u64>> {
+        r.map(|v| v.into_iter().map(|r| r.end).collect())
+    }
+
     #[test]
     fn releases_in_order_and_refuses_duplicates() {
         let mut g = Gather::new();
-        assert_eq!(g.accept(2, b("c")), Some(vec![]));
-        assert_eq!(g.accept(1, b("b")), Some(vec![]));
-        assert_eq!(g.accept(2, b("c again")), None);
-        assert_eq!(g.accept(0, b("a")), Some(vec![b("a"), b("b"), b("c")]));
-        assert_eq!(g.accept(1, b("b again")), None);
-        assert_eq!(g.released(), 3);
-        assert!(g.has(2) && !g.has(3));
-        assert_eq!(g.accept(3, b("d")), Some(vec![b("d")]));
+        assert_eq!(ends(g.accept(20, 30, b("c"))), Some(vec![]));
+        assert_eq!(ends(g.accept(10, 20, b("b"))), Some(vec![]));
+        assert_eq!(g.accept(20, 30, b("c again")), None);
+        assert_eq!(g.accept(25, 26, b("inside c")), None);
+        assert_eq!(g.accept(5, 15, b("across a and b")), None);
+        assert_eq!(ends(g.accept(0, 10, b("a"))), Some(vec![10, 20, 30]));
+        assert_eq!(g.accept(10, 20, b("b again")), None);
+        assert_eq!(g.released(), 30);
+        assert!(g.has(0, 30) && !g.has(30, 31));
+    }
+
+    #[test]
+    fn pieces_of_a_chunk_fill_its_place() {
+        let mut g = Gather::new();
+        assert_eq!(ends(g.accept(10, 20, b("next chunk"))), Some(vec![]));
+        assert_eq!(ends(g.accept(6, 10, b("after"))), Some(vec![]));
+        assert_eq!(ends(g.accept(0, 5, b("before"))), Some(vec![5]));
+        assert!(g.has(6, 10) && !g.has(5, 6));
+        assert_eq!(ends(g.accept(5, 6, Bytes::new())), Some(vec![6, 10, 20]));
     }
 }

@@ -38,13 +38,18 @@ pub async fn run(
         chunks: plan.chunks,
         workers: plan.workers,
         command: plan.worker.clone(),
+        retries: plan.retries,
+        keep_going: plan.keep_going,
+        task_timeout: plan.task_timeout,
+        max_tasks_per_worker: plan.max_tasks_per_worker,
     };
     let result = if plan.chunks.count() == 0 {
         Ok(pool::Stats::default())
     } else {
         pool::run(&job, &mut writer, interrupts).await
     };
-    let complete = result.is_ok();
+    // A --keep-going run that gave up inputs is not complete: a sum would be wrong.
+    let complete = result.as_ref().is_ok_and(|s| s.failed_count == 0);
     let flushed = if complete {
         writer.finish(true).await
     } else {
@@ -71,16 +76,15 @@ pub async fn run(
         chunks = plan.chunks.count(),
         workers = plan.workers,
         restarts = stats.restarts,
-        retried_chunks = stats.retried_chunks,
+        retried = stats.retried,
+        timeouts = stats.timeouts,
+        recycled = stats.recycled,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "map finished"
     );
-    if stats.restarts > 0 || stats.retried_chunks > 0 {
-        tracing::warn!(
-            "{} worker(s) restarted, {} chunk(s) re-run; output is complete",
-            stats.restarts,
-            stats.retried_chunks
-        );
+    report_faults(&stats);
+    if stats.failed_count > 0 {
+        return Err(Error::Partial { failed: stats.failed_count });
     }
     if let Some(fetches) = fetches {
         let total = plan.fetch.as_ref().map_or(0, |f| f.urls.len());
@@ -90,4 +94,30 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The end-of-run summary on stderr: one line of counts when anything went wrong (silent
+/// otherwise, and under `-q`), then under `--keep-going` one line per input given up.
+fn report_faults(stats: &pool::Stats) {
+    if stats.restarts == 0 && stats.retried == 0 && stats.timeouts == 0 && stats.failed_count == 0 {
+        return;
+    }
+    let verdict = if stats.failed_count == 0 {
+        "output is complete".to_owned()
+    } else {
+        format!("{} input(s) failed", stats.failed_count)
+    };
+    tracing::warn!(
+        "{} worker(s) restarted, {} chunk(s) retried, {} timed out; {verdict}",
+        stats.restarts,
+        stats.retried,
+        stats.timeouts
+    );
+    for failed in &stats.failed_items {
+        tracing::warn!("failed input {}: {}", failed.item, failed.reason);
+    }
+    let unlisted = stats.failed_count - stats.failed_items.len() as u64;
+    if unlisted > 0 {
+        tracing::warn!("... and {unlisted} more failed input(s)");
+    }
 }

@@ -4,7 +4,7 @@
 //! place only when the whole run succeeded, so a file at that path always looks complete because
 //! it is; a failed or interrupted run removes the temporary file.
 
-use bytes::Bytes;
+use crate::gather::Released;
 use powerpool_shared::{Format, I256};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -45,12 +45,12 @@ impl Drop for PendingFile {
     }
 }
 
-/// The writing half: hands chunk outputs, in order, to the writer task.
+/// The writing half: hands outputs, in order, to the writer task.
 #[derive(Debug)]
 pub struct Writer {
     /// `None` marks the end of a complete run: only then is a sum printed.
-    tx: mpsc::UnboundedSender<Option<Bytes>>,
-    /// How many chunk outputs the writer task has written.
+    tx: mpsc::UnboundedSender<Option<Released>>,
+    /// Every offset of the range below this one has been written.
     pub written: watch::Receiver<u64>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -65,9 +65,9 @@ impl Writer {
         Writer { tx, written, task }
     }
 
-    /// Queues one chunk's output. Fails only if the writer task has stopped (on a write error,
-    /// which [`Writer::finish`] returns).
-    pub fn push(&self, output: Bytes) -> bool {
+    /// Queues the next output in order. Fails only if the writer task has stopped (on a write
+    /// error, which [`Writer::finish`] returns).
+    pub fn push(&self, output: Released) -> bool {
         self.tx.send(Some(output)).is_ok()
     }
 
@@ -85,20 +85,21 @@ impl Writer {
 fn write_all(
     sink: Box<dyn Write + Send>,
     format: Format,
-    mut rx: mpsc::UnboundedReceiver<Option<Bytes>>,
+    mut rx: mpsc::UnboundedReceiver<Option<Released>>,
     written: watch::Sender<u64>,
 ) -> io::Result<()> {
     // Chunk outputs are large; a buffer only gathers the small ones into fewer writes.
     let mut out = BufWriter::with_capacity(256 << 10, sink);
     let mut sum = I256::ZERO;
-    let mut count = 0u64;
     let mut complete = false;
     while let Some(msg) = rx.blocking_recv() {
-        let Some(chunk) = msg else {
+        let Some(Released { end, bytes: chunk }) = msg else {
             complete = true;
             break;
         };
         match format {
+            // A failed item skipped under --keep-going leaves an empty output.
+            Format::Sum if chunk.is_empty() => {}
             Format::Sum => {
                 let part = I256::from_le_bytes(&chunk).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidData, "a worker sent a malformed sum")
@@ -107,8 +108,7 @@ fn write_all(
             }
             Format::Lines | Format::Bin => out.write_all(&chunk)?,
         }
-        count += 1;
-        written.send_replace(count);
+        written.send_replace(end);
     }
     if complete && format == Format::Sum {
         writeln!(out, "{sum}")?;

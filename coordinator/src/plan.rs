@@ -19,6 +19,10 @@ pub struct MapPlan {
     pub output: Option<PathBuf>,
     pub fetch: Option<FetchPlan>,
     pub worker: WorkerCommand,
+    pub retries: u32,
+    pub keep_going: bool,
+    pub task_timeout: Option<Duration>,
+    pub max_tasks_per_worker: Option<u64>,
 }
 
 /// Everything a batch of fetches needs.
@@ -87,7 +91,7 @@ impl MapPlan {
             None => {
                 // The built-in worker's tasks are known here; a custom worker's are checked in
                 // its handshake.
-                if task::find(&args.task).is_none() {
+                if !task::accepts(&args.task) {
                     let known: Vec<&str> = task::public().map(|t| t.name).collect();
                     return Err(Error::Usage(format!(
                         "unknown task '{}' (built-in tasks: {}; see `powerpool tasks`)",
@@ -124,19 +128,27 @@ impl MapPlan {
         let fetch = (!args.fetch.is_empty()).then(|| FetchPlan {
             urls: args.fetch,
             concurrency: 100,
-            timeout: Duration::from_secs_f64(args.timeout),
+            timeout: args.timeout,
         });
-        Ok(MapPlan { task: args.task, chunks, workers, format, output: args.output, fetch, worker })
+        Ok(MapPlan {
+            task: args.task,
+            chunks,
+            workers,
+            format,
+            output: args.output,
+            fetch,
+            worker,
+            retries: args.retries,
+            keep_going: args.keep_going,
+            task_timeout: args.task_timeout,
+            max_tasks_per_worker: args.max_tasks_per_worker,
+        })
     }
 }
 
 impl FetchPlan {
     pub fn from_args(args: FetchArgs) -> FetchPlan {
-        FetchPlan {
-            urls: args.urls,
-            concurrency: args.concurrency,
-            timeout: Duration::from_secs_f64(args.timeout),
-        }
+        FetchPlan { urls: args.urls, concurrency: args.concurrency, timeout: args.timeout }
     }
 }
 

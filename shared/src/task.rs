@@ -43,3 +43,78 @@ pub fn find(name: &str) -> Option<&'static TaskSpec> {
 pub fn public() -> impl Iterator<Item = &'static TaskSpec> {
     TASKS.iter().filter(|t| !t.test_only)
 }
+
+/// A hidden test task that fails at chosen items, for the fault tests and `scripts/chaos`:
+/// `fault-KIND@ITEM[,ITEM...]` fails at every listed item, every time; `flaky-KIND@ITEM...`
+/// fails at each listed item only the first time any worker of the run meets it (a marker file
+/// in [`FLAKY_DIR_ENV`] remembers). Every other item is squared. Accepted only when
+/// [`TEST_TASKS_ENV`] is `1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    pub flaky: bool,
+    pub items: Vec<i64>,
+}
+
+/// Where `flaky-*` test tasks keep their marker files (one per item already failed).
+pub const FLAKY_DIR_ENV: &str = "POWERPOOL_FLAKY_DIR";
+
+/// How a fault task fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A Rust panic (caught by the worker, which stays up).
+    Panic,
+    /// `abort()`: SIGABRT.
+    Abort,
+    /// A null-pointer write: SIGSEGV.
+    Segv,
+    /// `exit(3)` in the middle of a chunk.
+    Exit,
+    /// Sleeps forever (ended by `--task-timeout`).
+    Hang,
+    /// Allocates past an address-space rlimit: the allocator aborts the process.
+    Oom,
+    /// SIGKILL to itself, as the kernel's OOM killer does.
+    Kill,
+}
+
+impl FaultKind {
+    const NAMES: [(&'static str, FaultKind); 7] = [
+        ("panic", FaultKind::Panic),
+        ("abort", FaultKind::Abort),
+        ("segv", FaultKind::Segv),
+        ("exit", FaultKind::Exit),
+        ("hang", FaultKind::Hang),
+        ("oom", FaultKind::Oom),
+        ("kill", FaultKind::Kill),
+    ];
+}
+
+impl FaultSpec {
+    /// Parses a fault task name; `None` if `name` is not one.
+    ///
+    /// ```
+    /// use powerpool_shared::task::{FaultKind, FaultSpec};
+    /// let spec = FaultSpec::parse("flaky-segv@7,-3").unwrap();
+    /// assert_eq!((spec.kind, spec.flaky, spec.items), (FaultKind::Segv, true, vec![7, -3]));
+    /// assert!(FaultSpec::parse("fault-nope@1").is_none());
+    /// ```
+    pub fn parse(name: &str) -> Option<FaultSpec> {
+        let (head, items) = name.split_once('@')?;
+        let (flaky, kind) = match head.split_once('-')? {
+            ("fault", kind) => (false, kind),
+            ("flaky", kind) => (true, kind),
+            _ => return None,
+        };
+        let kind = FaultKind::NAMES.iter().find(|(n, _)| *n == kind)?.1;
+        let items: Option<Vec<i64>> = items.split(',').map(|i| i.parse().ok()).collect();
+        let items = items.filter(|v| !v.is_empty() && v.len() <= 1024)?;
+        Some(FaultSpec { kind, flaky, items })
+    }
+}
+
+/// Whether `name` is a task this process may ask workers for: a catalogue task, or a fault
+/// task when the test tasks are enabled.
+pub fn accepts(name: &str) -> bool {
+    find(name).is_some() || (test_tasks_enabled() && FaultSpec::parse(name).is_some())
+}

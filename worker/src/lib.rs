@@ -14,6 +14,7 @@
 
 mod connection;
 pub mod diag;
+mod fault;
 mod registry;
 mod serve;
 

@@ -113,6 +113,18 @@ impl Registry {
         self
     }
 
+    /// Adds the hidden fault task `name` if it is one and test tasks are enabled (see
+    /// [`task::FaultSpec`]); returns whether it did.
+    pub fn register_fault_task(&mut self, name: &str) -> bool {
+        match task::FaultSpec::parse(name).filter(|_| task::test_tasks_enabled()) {
+            Some(spec) => {
+                self.register(name, crate::fault::task(spec));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The task called `name`.
     pub fn get(&self, name: &str) -> Option<&dyn ChunkTask> {
         self.tasks.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_ref())

@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
 /// Connects, handshakes and serves chunks until told to stop; returns the exit status.
-pub async fn run(config: connection::Config, registry: Registry) -> u8 {
+pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     install_panic_capture();
     let session = match connection::handshake(&config).await {
         Ok(session) => session,
@@ -21,6 +21,9 @@ pub async fn run(config: connection::Config, registry: Registry) -> u8 {
             return exit::PROTOCOL;
         }
     };
+    if registry.get(&session.task).is_none() {
+        registry.register_fault_task(&session.task);
+    }
     match serve(session, &registry).await {
         Ok(code) => code,
         Err(err) => {

@@ -133,6 +133,18 @@ fn stderr_handle() -> Stdio {
     Stdio::null()
 }
 
+/// Sends SIGTERM to the worker's whole process group: the polite first half of ending a worker
+/// that overran `--task-timeout`.
+pub fn terminate_group(child: &Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        // SAFETY: killpg with a pid we spawned as a group leader; no memory is involved.
+        unsafe {
+            libc::killpg(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
 /// Sends SIGKILL to the worker's whole process group (itself and anything it started).
 pub fn kill_group(child: &mut Child) {
     #[cfg(unix)]

@@ -7,13 +7,17 @@ use super::process::{self, Exit, SpawnSpec};
 use bytes::Bytes;
 use powerpool_shared::codec::{self, Incoming};
 use powerpool_shared::{ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Child;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long a worker told to shut down may take before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a worker that overran `--task-timeout` has between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(500);
 
 /// What the supervisor tells a slot.
 #[derive(Debug)]
@@ -58,7 +62,16 @@ pub enum SlotEvent {
         id: u64,
         exit: Exit,
         note: Option<String>,
+        /// Ended because a chunk overran `--task-timeout`.
+        timed_out: bool,
     },
+}
+
+/// How a slot's worker is run.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLimits {
+    /// The longest one chunk may take (`--task-timeout`).
+    pub task_timeout: Option<Duration>,
 }
 
 /// The supervisor's handle on a slot.
@@ -72,30 +85,42 @@ pub fn start(
     id: u64,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
+    limits: SlotLimits,
     events: mpsc::UnboundedSender<SlotEvent>,
 ) -> Slot {
     let (cmd, cmds) = mpsc::unbounded_channel();
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
-        let (exit, note) = match process::spawn(&spec, id) {
-            Ok(child) => run(id, child, welcome, cmds, &events).await,
-            Err(err) => (
-                Exit::Unknown("never started".into()),
-                Some(format!("cannot start {}: {err}", spec.command.program.display())),
-            ),
+        let mut ended = Ended { note: None, timed_out: false };
+        let exit = match process::spawn(&spec, id) {
+            Ok(child) => run(id, child, welcome, limits, cmds, &events, &mut ended).await,
+            Err(err) => {
+                let program = spec.command.program.display();
+                ended.note = Some(format!("cannot start {program}: {err}"));
+                Exit::Unknown("never started".into())
+            }
         };
-        let _ = events.send(SlotEvent::Exited { id, exit, note });
+        let Ended { note, timed_out } = ended;
+        let _ = events.send(SlotEvent::Exited { id, exit, note, timed_out });
     });
     Slot { cmd }
+}
+
+/// Why a worker ended, as far as its slot knows.
+struct Ended {
+    note: Option<String>,
+    timed_out: bool,
 }
 
 async fn run(
     id: u64,
     mut child: Child,
     welcome: Welcome,
+    limits: SlotLimits,
     mut cmds: mpsc::UnboundedReceiver<SlotCmd>,
     events: &mpsc::UnboundedSender<SlotEvent>,
-) -> (Exit, Option<String>) {
+    ended: &mut Ended,
+) -> Exit {
     if let Some(pid) = child.id() {
         let _ = events.send(SlotEvent::Spawned { id, pid });
     }
@@ -108,38 +133,52 @@ async fn run(
                 Some(SlotCmd::Attach(conn)) => break conn,
                 Some(SlotCmd::Run(_)) => {} // never sent before Ready
                 Some(SlotCmd::Shutdown | SlotCmd::Kill) | None => {
-                    return (reap_killed(&mut child).await, None);
+                    return reap_killed(&mut child).await;
                 }
             },
-            status = child.wait() => return (exited(status), Some("exited before its handshake".into())),
+            status = child.wait() => {
+                ended.note = Some("exited before its handshake".into());
+                return exited(status);
+            }
             () = &mut handshake => {
-                let why = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
-                return (reap_killed(&mut child).await, Some(why));
+                ended.note = Some(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
+                return reap_killed(&mut child).await;
             }
         }
     };
     // Phase 2: the job, then chunks until the end.
     if let Err(err) = conn.writer.send(&ToWorker::Welcome(welcome)).await {
-        return (reap_killed(&mut child).await, Some(format!("handshake failed: {err}")));
+        ended.note = Some(format!("handshake failed: {err}"));
+        return reap_killed(&mut child).await;
     }
-    let mut note: Option<String> = None;
     let mut reading = true;
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
     let mut grace_armed = false;
+    // Chunks sent and not yet answered, oldest first: the worker computes them in that order,
+    // so the oldest is the one running, and the deadline is its.
+    let mut running: VecDeque<RunChunk> = VecDeque::new();
+    let deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(deadline);
+    let mut deadline_armed = false;
     loop {
         tokio::select! {
             status = child.wait() => {
                 if reading {
-                    drain(id, &mut conn, events, &mut note).await;
+                    drain(id, &mut conn, events, &mut ended.note).await;
                 }
-                return (exited(status), note);
+                return exited(status);
             }
             cmd = cmds.recv() => match cmd {
                 Some(SlotCmd::Run(chunk)) => {
                     if let Err(err) = conn.writer.send(&ToWorker::Run(chunk)).await {
                         tracing::debug!(id, "send failed: {err}");
                         process::kill_group(&mut child);
+                    }
+                    running.push_back(chunk);
+                    if let (1, Some(limit)) = (running.len(), limits.task_timeout) {
+                        deadline.as_mut().reset(Instant::now() + limit);
+                        deadline_armed = true;
                     }
                 }
                 Some(SlotCmd::Shutdown) => {
@@ -151,13 +190,24 @@ async fn run(
                 Some(SlotCmd::Attach(_)) => {} // a second connection for one slot: dropped
             },
             frame = conn.reader.next_frame(), if reading => match frame {
-                Ok(Some(body)) => {
-                    if let Err(why) = forward(id, body, events, &mut note) {
+                Ok(Some(body)) => match forward(id, body, events, &mut ended.note) {
+                    Ok(Some(tag)) => {
+                        if running.front().is_some_and(|c| c.chunk == tag) {
+                            running.pop_front();
+                        }
+                        deadline_armed = false;
+                        if let (false, Some(limit)) = (running.is_empty(), limits.task_timeout) {
+                            deadline.as_mut().reset(Instant::now() + limit);
+                            deadline_armed = true;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
                         tracing::warn!(id, "worker sent an invalid frame: {why}");
-                        note = Some(format!("protocol error: {why}"));
+                        ended.note = Some(format!("protocol error: {why}"));
                         process::kill_group(&mut child);
                     }
-                }
+                },
                 Ok(None) | Err(_) => {
                     // The worker closed its end: it is exiting. Give it a moment, then make sure.
                     reading = false;
@@ -170,6 +220,20 @@ async fn run(
             () = &mut grace, if grace_armed => {
                 grace_armed = false;
                 process::kill_group(&mut child);
+            }
+            () = &mut deadline, if deadline_armed => {
+                deadline_armed = false;
+                let limit = limits.task_timeout.unwrap_or_default();
+                if let Some(c) = running.front() {
+                    ended.note = Some(format!(
+                        "timed out: inputs {}..{} took longer than --task-timeout {limit:?}",
+                        c.start, c.end
+                    ));
+                }
+                ended.timed_out = true;
+                process::terminate_group(&child);
+                grace.as_mut().reset(Instant::now() + TERM_GRACE);
+                grace_armed = true;
             }
         }
     }
@@ -192,19 +256,25 @@ async fn drain(
     }
 }
 
-/// Turns one frame from the worker into an event for the supervisor.
+/// Turns one frame from the worker into an event for the supervisor; returns the tag of the
+/// chunk it answers, if it answers one.
 fn forward(
     id: u64,
     body: bytes::BytesMut,
     events: &mpsc::UnboundedSender<SlotEvent>,
     note: &mut Option<String>,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
+    let mut answered = None;
     let event = match codec::decode_from_worker(body).map_err(|e| e.to_string())? {
         Incoming::Done { chunk, items, payload } => {
+            answered = Some(chunk);
             SlotEvent::Done { id, chunk, items, output: payload }
         }
         Incoming::Other(FromWorker::Ready) => SlotEvent::Ready { id },
-        Incoming::Other(FromWorker::Failed(failed)) => SlotEvent::Failed { id, failed },
+        Incoming::Other(FromWorker::Failed(failed)) => {
+            answered = Some(failed.chunk);
+            SlotEvent::Failed { id, failed }
+        }
         Incoming::Other(FromWorker::Fatal(fatal)) => {
             *note = Some(fatal.reason.clone());
             SlotEvent::Refused { id, reason: fatal.reason }
@@ -212,7 +282,7 @@ fn forward(
         Incoming::Other(other) => return Err(format!("unexpected {other:?}")),
     };
     let _ = events.send(event);
-    Ok(())
+    Ok(answered)
 }
 
 fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {

@@ -1,10 +1,11 @@
-//! The supervisor loop: the one place that decides. It owns the queue of chunks, the table of
-//! workers and the ordered gather; slots and the listener report to it by message.
+//! The supervisor loop: the one place that decides. It owns the work still to do, the table of
+//! workers and the ordered gather; slots and the listener report to it by message. What a
+//! failure means is decided in `failures.rs`, on the same state.
 
 use super::listener::{self, Authenticated, SocketDir};
 use super::process::SpawnSpec;
-use super::queue::Queue;
-use super::slot::{self, Slot, SlotCmd, SlotEvent};
+use super::slot::{self, Slot, SlotCmd, SlotEvent, SlotLimits};
+use super::work::{Unit, Work};
 use super::{Job, Stats};
 use crate::errors::Error;
 use crate::gather::Gather;
@@ -19,10 +20,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Workers in a row that may fail to start before the run gives up.
-const MAX_START_FAILURES: u32 = 5;
-/// Times one chunk may be lost with its worker before the run gives up.
-const MAX_CHUNK_ATTEMPTS: u32 = 4;
 /// How long in-flight chunks may take to finish after a first SIGINT or SIGTERM.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
@@ -41,30 +38,42 @@ impl From<Error> for Stop {
     }
 }
 
-struct Worker {
-    slot: Slot,
-    pid: Option<u32>,
-    attached: bool,
-    ready: bool,
-    in_flight: Vec<u64>,
+pub(super) struct Worker {
+    pub slot: Slot,
+    pub pid: Option<u32>,
+    pub attached: bool,
+    pub ready: bool,
+    /// Units sent and not answered, oldest first, by tag.
+    pub in_flight: Vec<(u64, Unit)>,
+    /// Units answered.
+    pub completed: u64,
+    /// Told to shut down after its last unit (`--max-tasks-per-worker`).
+    pub retiring: bool,
 }
 
-struct Supervisor<'a> {
-    job: &'a Job,
+pub(super) struct Supervisor<'a> {
+    pub job: &'a Job,
     spec: Arc<SpawnSpec>,
     events_tx: mpsc::UnboundedSender<SlotEvent>,
-    workers: BTreeMap<u64, Worker>,
+    pub workers: BTreeMap<u64, Worker>,
     next_id: u64,
-    queue: Queue,
-    gather: Gather,
-    start_failures: u32,
-    last_start_failure: String,
+    /// Tags name each dispatch of a unit; the worker echoes them.
+    next_tag: u64,
+    pub work: Work,
+    pub gather: Gather,
+    /// The end offset of the range.
+    pub total: u64,
+    /// Stop-at-first-failure mode: the failed item's offset and the error to end with once
+    /// everything before it is written.
+    pub poisoned: Option<(u64, Error)>,
+    pub start_failures: u32,
+    pub deaths_in_a_row: u32,
     /// Why the listener last refused a connection: often why workers cannot start.
-    last_refusal: Option<String>,
-    respawns_due: usize,
-    respawn_at: Instant,
+    pub last_refusal: Option<String>,
+    pub respawns_due: usize,
+    pub respawn_at: Instant,
     stopping: Option<(Interrupt, Instant)>,
-    stats: Stats,
+    pub stats: Stats,
 }
 
 /// Runs `job` to the end, writing outputs in order through `writer`.
@@ -81,17 +90,21 @@ pub async fn run(
     let accept = tokio::spawn(listener::accept_loop(listener, token, auth_tx));
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let spec = SpawnSpec { command: job.command.clone(), socket, token_hex: to_hex(&token) };
+    // The window: every worker's pipeline full, plus one more chunk each.
+    let window = (job.workers * (PIPELINE_DEPTH + 1)) as u64;
     let mut sup = Supervisor {
         job,
         spec: Arc::new(spec),
         events_tx,
         workers: BTreeMap::new(),
         next_id: 0,
-        // The window: every worker's pipeline full, plus one more chunk each.
-        queue: Queue::new(job.chunks.count(), (job.workers * (PIPELINE_DEPTH + 1)) as u64),
+        next_tag: 0,
+        work: Work::new(job.chunks, window, job.retries),
         gather: Gather::new(),
+        total: job.chunks.offsets(job.chunks.count().saturating_sub(1)).1,
+        poisoned: None,
         start_failures: 0,
-        last_start_failure: String::new(),
+        deaths_in_a_row: 0,
         last_refusal: None,
         respawns_due: 0,
         respawn_at: Instant::now(),
@@ -106,7 +119,10 @@ pub async fn run(
     sup.stop_all(kill, &mut events_rx).await;
     accept.abort();
     drop(dir);
-    result.map(|()| sup.stats)
+    match result {
+        Ok(()) => Ok(sup.stats),
+        Err(stop) => Err(stop),
+    }
 }
 
 impl Supervisor<'_> {
@@ -119,8 +135,14 @@ impl Supervisor<'_> {
     ) -> Result<(), Stop> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
-            if self.gather.released() == self.job.chunks.count() {
+            if self.gather.released() >= self.total {
                 return Ok(());
+            }
+            if let Some((at, _)) = &self.poisoned {
+                if self.gather.released() >= *at {
+                    let (_, err) = self.poisoned.take().expect("checked just above");
+                    return Err(Stop::Fatal(err));
+                }
             }
             if let Some((int, _)) = self.stopping {
                 if self.workers.values().all(|w| w.in_flight.is_empty()) {
@@ -161,13 +183,22 @@ impl Supervisor<'_> {
         }
     }
 
-    fn spawn_worker(&mut self) {
+    pub fn spawn_worker(&mut self) {
         let id = self.next_id;
         self.next_id += 1;
         let welcome = Welcome { task: self.job.task.clone(), format: self.job.format };
-        let slot = slot::start(id, Arc::clone(&self.spec), welcome, self.events_tx.clone());
-        let worker =
-            Worker { slot, pid: None, attached: false, ready: false, in_flight: Vec::new() };
+        let limits = SlotLimits { task_timeout: self.job.task_timeout };
+        let spec = Arc::clone(&self.spec);
+        let slot = slot::start(id, spec, welcome, limits, self.events_tx.clone());
+        let worker = Worker {
+            slot,
+            pid: None,
+            attached: false,
+            ready: false,
+            in_flight: Vec::new(),
+            completed: 0,
+            retiring: false,
+        };
         self.workers.insert(id, worker);
     }
 
@@ -185,21 +216,26 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Gives idle workers chunks: first one each, then a second each (see `PIPELINE_DEPTH`).
+    /// Gives idle workers units: first one each, then a second each (see `PIPELINE_DEPTH`).
     fn dispatch(&mut self, written: u64) {
         if self.stopping.is_some() {
             return;
         }
+        let max_tasks = self.job.max_tasks_per_worker.unwrap_or(u64::MAX);
         for depth in 1..=PIPELINE_DEPTH {
             for w in self.workers.values_mut() {
-                if !w.ready || w.in_flight.len() >= depth {
+                let assigned = w.completed + w.in_flight.len() as u64;
+                if !w.ready || w.retiring || w.in_flight.len() >= depth || assigned >= max_tasks {
                     continue;
                 }
-                let Some(next) = self.queue.next(written) else { return };
-                if w.slot.cmd.send(SlotCmd::Run(self.job.chunks.get(next))).is_ok() {
-                    w.in_flight.push(next);
+                let Some(unit) = self.work.next(written) else { return };
+                let tag = self.next_tag;
+                let msg = self.job.chunks.message(tag, unit.first, unit.end);
+                if w.slot.cmd.send(SlotCmd::Run(msg)).is_ok() {
+                    self.next_tag += 1;
+                    w.in_flight.push((tag, unit));
                 } else {
-                    self.queue.put_back(next);
+                    self.work.requeue(unit);
                 }
             }
         }
@@ -216,26 +252,20 @@ impl Supervisor<'_> {
             SlotEvent::Ready { id } => {
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.ready = true;
-                    self.start_failures = 0;
                     tracing::info!(id, pid = w.pid, "worker ready");
                 }
             }
             SlotEvent::Done { id, chunk, items, output } => {
                 self.on_done(id, chunk, items, output, writer)?
             }
-            SlotEvent::Failed { id, failed } => {
-                let pid = self.workers.get(&id).and_then(|w| w.pid).unwrap_or(0);
-                let item = failed.item.map_or_else(|| "?".to_owned(), |i| i.to_string());
-                return Err(Stop::Fatal(Error::TaskFailed {
-                    item,
-                    reason: format!("{} (worker pid {pid})", failed.reason),
-                }));
-            }
+            SlotEvent::Failed { id, failed } => self.on_failed(id, failed, writer)?,
             SlotEvent::Refused { id, reason } => {
                 tracing::debug!(id, "worker refused the job");
                 return Err(Stop::Fatal(Error::JobRefused(reason)));
             }
-            SlotEvent::Exited { id, exit, note } => self.on_exit(id, exit, note)?,
+            SlotEvent::Exited { id, exit, note, timed_out } => {
+                self.on_exit(id, exit, note, timed_out, writer)?
+            }
         }
         Ok(())
     }
@@ -243,92 +273,69 @@ impl Supervisor<'_> {
     fn on_done(
         &mut self,
         id: u64,
-        chunk: u64,
+        tag: u64,
         items: u64,
         output: Bytes,
         writer: &Writer,
     ) -> Result<(), Stop> {
         let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
-        let valid = chunk < self.job.chunks.count()
-            && w.in_flight.contains(&chunk)
-            && self.job.chunks.get(chunk).len() == items
-            && output_fits(self.job.format, items, output.len());
-        if !valid {
+        let pos = w.in_flight.iter().position(|&(t, _)| t == tag);
+        let fits = |u: &Unit| u.len() == items && output_fits(self.job.format, items, output.len());
+        let Some(unit) = pos.map(|p| w.in_flight[p].1).filter(fits) else {
             tracing::warn!(
                 id,
-                chunk,
+                tag,
                 items,
                 len = output.len(),
                 "worker sent a result that does not fit its chunk; replacing it"
             );
             let _ = w.slot.cmd.send(SlotCmd::Kill);
             return Ok(());
-        }
-        w.in_flight.retain(|&c| c != chunk);
-        if let Some(ready) = self.gather.accept(chunk, output) {
-            for out in ready {
-                if !writer.push(out) {
-                    return Err(Stop::WriterGone);
+        };
+        w.in_flight.retain(|&(t, _)| t != tag);
+        w.completed += 1;
+        // Progress: the failures so far were not "workers cannot start at all".
+        self.start_failures = 0;
+        self.deaths_in_a_row = 0;
+        self.retire_if_due(id);
+        self.release(unit.first, unit.end, output, writer)
+    }
+
+    /// Hands a unit's output to the gather, and whatever is now in order to the writer.
+    pub fn release(
+        &mut self,
+        first: u64,
+        end: u64,
+        output: Bytes,
+        writer: &Writer,
+    ) -> Result<(), Stop> {
+        match self.gather.accept(first, end, output) {
+            Some(ready) => {
+                for out in ready {
+                    if !writer.push(out) {
+                        return Err(Stop::WriterGone);
+                    }
                 }
             }
+            None => tracing::warn!(first, end, "dropped a result already written"),
         }
         Ok(())
     }
 
-    fn on_exit(
-        &mut self,
-        id: u64,
-        exit: super::process::Exit,
-        note: Option<String>,
-    ) -> Result<(), Stop> {
-        let Some(w) = self.workers.remove(&id) else { return Ok(()) };
-        let pid = w.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
-        let how = match &note {
-            Some(note) => format!("{exit} ({note})"),
-            None => exit.to_string(),
-        };
-        if !w.ready {
-            self.start_failures += 1;
-            self.last_start_failure = match &self.last_refusal {
-                Some(why) => format!("worker pid {pid} {how}; its connection was refused: {why}"),
-                None => format!("worker pid {pid} {how}"),
-            };
-            tracing::warn!("worker pid {pid} failed to start: {how}");
-            if self.start_failures >= MAX_START_FAILURES {
-                return Err(Stop::Fatal(Error::WorkersWontStart {
-                    attempts: self.start_failures,
-                    last: self.last_start_failure.clone(),
-                }));
-            }
-        } else {
-            let lost: Vec<String> = w.in_flight.iter().map(|c| c.to_string()).collect();
-            tracing::warn!("worker pid {pid} {how}; re-running chunk(s) [{}]", lost.join(", "));
+    /// `--max-tasks-per-worker`: a worker that has answered its quota is shut down and a fresh
+    /// one started in its place at once, so the pool never runs short.
+    fn retire_if_due(&mut self, id: u64) {
+        let Some(max) = self.job.max_tasks_per_worker else { return };
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.retiring || w.completed < max || !w.in_flight.is_empty() {
+            return;
         }
-        let lost: Vec<u64> = w.in_flight.iter().copied().filter(|&c| !self.gather.has(c)).collect();
-        for (chunk, attempts) in self.queue.requeue_lost(&lost) {
-            if attempts >= MAX_CHUNK_ATTEMPTS {
-                let c = self.job.chunks.get(chunk);
-                return Err(Stop::Fatal(Error::ChunkKeepsFailing {
-                    chunk,
-                    start: c.start,
-                    end: c.end,
-                    attempts,
-                    last: format!("worker pid {pid} {how}"),
-                }));
-            }
-            self.stats.retried_chunks += 1;
+        w.retiring = true;
+        let _ = w.slot.cmd.send(SlotCmd::Shutdown);
+        self.stats.recycled += 1;
+        if self.needs_workers() {
+            self.spawn_worker();
         }
-        let remaining = self.gather.released() < self.job.chunks.count();
-        if remaining && self.stopping.is_none() {
-            let delay = match self.start_failures {
-                0 => Duration::ZERO,
-                n => Duration::from_millis(25 << (n - 1).min(6)).min(Duration::from_secs(1)),
-            };
-            self.stats.restarts += 1;
-            self.respawns_due += 1;
-            self.respawn_at = Instant::now() + delay;
-        }
-        Ok(())
     }
 
     /// Ends every worker and waits until each has been reaped: no orphan, no zombie.
@@ -347,6 +354,11 @@ impl Supervisor<'_> {
                 Ok(None) | Err(_) => break,
             }
         }
+    }
+
+    /// Whether the run still needs workers.
+    pub fn needs_workers(&self) -> bool {
+        self.gather.released() < self.total && self.stopping.is_none()
     }
 }
 
