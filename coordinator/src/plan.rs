@@ -125,7 +125,7 @@ impl MapPlan {
         let size = args.chunk_size.unwrap_or_else(|| chunk::auto_size(len, wanted, format));
         let chunks = Chunks::new(start, end, size);
         let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
-        let fetch = (!args.fetch.is_empty()).then(|| FetchPlan {
+        let fetch = (!args.fetch.is_empty()).then_some(FetchPlan {
             urls: args.fetch,
             concurrency: 100,
             timeout: args.timeout,
