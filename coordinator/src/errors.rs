@@ -15,6 +15,8 @@ pub enum Error {
     Spawn { program: String, source: io::Error },
     #[error("workers keep failing to start ({attempts} attempts in a row); last: {last}")]
     WorkersWontStart { attempts: u32, last: String },
+    #[error("{deaths} workers in a row died before any chunk was finished; last: {last}")]
+    WorkersKeepDying { deaths: u32, last: String },
     #[error("the worker refused the job: {0}")]
     JobRefused(String),
     /// An input kept failing; every result before it was written.

@@ -48,8 +48,8 @@ pub async fn run(
     } else {
         pool::run(&job, &mut writer, interrupts).await
     };
-    // A --keep-going run that gave up inputs is not complete: a sum would be wrong.
-    let complete = result.as_ref().is_ok_and(|s| s.failed_count == 0);
+    // Under --keep-going a sum without the failed inputs is still printed (exit 5 says so).
+    let complete = result.is_ok();
     let flushed = if complete {
         writer.finish(true).await
     } else {

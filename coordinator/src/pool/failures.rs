@@ -35,6 +35,7 @@ impl Supervisor<'_> {
         let (_, unit) = w.in_flight.remove(pos);
         let pid = w.pid.unwrap_or(0);
         w.completed += 1;
+        self.answered += 1;
         let at = failed.item.and_then(|x| self.job.chunks.offset_of(x, unit.first, unit.end));
         tracing::warn!("worker pid {pid}: {}", failed.reason);
         self.blame(unit, at, format!("{} (worker pid {pid})", failed.reason), writer)
@@ -69,6 +70,9 @@ impl Supervisor<'_> {
         } else {
             tracing::warn!("worker pid {pid} {how}");
             self.deaths_in_a_row += 1;
+            if self.answered == 0 {
+                self.no_answer_yet(&pid, &how)?;
+            }
         }
         let mut lost = w.in_flight.into_iter().map(|(_, u)| u);
         if let Some(running) = lost.next() {
@@ -94,6 +98,21 @@ impl Supervisor<'_> {
             return Err(Stop::Fatal(Error::WorkersWontStart {
                 attempts: self.start_failures,
                 last,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Workers that die on their first unit, every one, before any unit of the run was ever
+    /// answered, are broken rather than unlucky: even a poison first input is cornered in fewer
+    /// deaths (the whole chunk's tries, at most 24 halvings, the input's own tries).
+    fn no_answer_yet(&mut self, pid: &str, how: &str) -> Result<(), Stop> {
+        self.deaths_before_any_answer += 1;
+        let limit = 2 * (self.job.retries + 1) + 25;
+        if self.deaths_before_any_answer > limit {
+            return Err(Stop::Fatal(Error::WorkersKeepDying {
+                deaths: self.deaths_before_any_answer,
+                last: format!("worker pid {pid} {how}"),
             }));
         }
         Ok(())

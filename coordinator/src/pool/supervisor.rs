@@ -68,6 +68,10 @@ pub(super) struct Supervisor<'a> {
     pub poisoned: Option<(u64, Error)>,
     pub start_failures: u32,
     pub deaths_in_a_row: u32,
+    /// Units answered (done or failed) by any worker so far.
+    pub answered: u64,
+    /// Workers that died after their handshake while no unit had yet been answered.
+    pub deaths_before_any_answer: u32,
     /// Why the listener last refused a connection: often why workers cannot start.
     pub last_refusal: Option<String>,
     pub respawns_due: usize,
@@ -105,6 +109,8 @@ pub async fn run(
         poisoned: None,
         start_failures: 0,
         deaths_in_a_row: 0,
+        answered: 0,
+        deaths_before_any_answer: 0,
         last_refusal: None,
         respawns_due: 0,
         respawn_at: Instant::now(),
@@ -294,6 +300,7 @@ impl Supervisor<'_> {
         };
         w.in_flight.retain(|&(t, _)| t != tag);
         w.completed += 1;
+        self.answered += 1;
         // Progress: the failures so far were not "workers cannot start at all".
         self.start_failures = 0;
         self.deaths_in_a_row = 0;

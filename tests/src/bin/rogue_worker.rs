@@ -1,6 +1,7 @@
 //! A worker that breaks the handshake on purpose, chosen by `ROGUE_MODE`:
 //! `bad-version` (speaks protocol 999), `bad-token` (a wrong secret), `garbage` (bytes that are no
-//! message). It prints the coordinator's answer on stderr and exits 9.
+//! message), `ready-then-die` (a valid handshake, `Ready`, then exit before any work). It prints
+//! the coordinator's answer on stderr and exits 9.
 
 use powerpool_shared::env::{self, from_hex};
 use powerpool_shared::transport;
@@ -31,6 +32,10 @@ fn main() {
         }
         match reader.next_frame().await {
             Ok(Some(frame)) => match codec::decode::<ToWorker>(&frame) {
+                Ok(ToWorker::Welcome(_)) if mode == "ready-then-die" => {
+                    writer.send(&FromWorker::Ready).await.expect("sends");
+                    say("rogue: ready, and leaving");
+                }
                 Ok(ToWorker::Reject(r)) => say(&format!("rogue: rejected: {}", r.reason)),
                 Ok(other) => say(&format!("rogue: got {other:?}")),
                 Err(e) => say(&format!("rogue: undecodable answer: {e}")),

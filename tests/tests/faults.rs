@@ -1,0 +1,309 @@
+//! The fault model, one test per fault kind and per scenario: a worker that panics, aborts,
+//! segfaults, exits, is SIGKILLed, runs out of memory or hangs on one input; transient faults;
+//! a poison input among many; `--keep-going`; workers that cannot start; worker recycling;
+//! empty ranges. Every run has a watchdog, and every assertion is on exact output and status.
+
+use powerpool_tests::*;
+use std::process::Output;
+use std::time::Duration;
+
+/// Runs `map TASK --range RANGE` with the hidden fault tasks enabled.
+fn map_fault(task: &str, range: &str, extra: &[&str]) -> Output {
+    let mut cmd = powerpool(["map", task, "--range", range]);
+    cmd.args(extra).env("POWERPOOL_TEST_TASKS", "1");
+    run_with_timeout(&mut cmd, TIMEOUT)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The final error line.
+fn error_line(out: &Output) -> String {
+    let text = stderr(out);
+    let line = text.lines().find(|l| l.starts_with("powerpool: error: "));
+    line.unwrap_or_else(|| panic!("no error line in:\n{text}")).to_owned()
+}
+
+/// Asserts the run stopped before input `item` with exit 4, having written every result before
+/// it, and that the error names the input, `cause` and a worker pid.
+fn assert_stopped_at(out: &Output, start: i64, item: i64, cause: &str) {
+    let line = error_line(out);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(out));
+    assert_eq!(out.stdout, squares_lines(start, item), "not the exact prefix before {item}");
+    assert!(line.contains(&format!("input {item} failed")), "{line}");
+    assert!(line.contains(cause), "cause '{cause}' not named: {line}");
+    assert!(line.contains("worker pid "), "no pid named: {line}");
+}
+
+#[test]
+fn a_panic_stops_the_run_before_the_input_and_names_it() {
+    let out = map_fault("fault-panic@500", "0..1000", &["--workers", "2", "--chunk-size", "100"]);
+    assert_stopped_at(&out, 0, 500, "injected panic at item 500");
+}
+
+#[test]
+fn an_abort_is_named_sigabrt() {
+    let out = map_fault("fault-abort@77", "0..300", &["--workers", "2", "--chunk-size", "50"]);
+    assert_stopped_at(&out, 0, 77, "killed by SIGABRT");
+}
+
+#[test]
+fn a_segfault_is_named_sigsegv() {
+    let out = map_fault("fault-segv@-3", "-10..300", &["--workers", "3", "--chunk-size", "64"]);
+    assert_stopped_at(&out, -10, -3, "killed by SIGSEGV");
+}
+
+#[test]
+fn an_exit_mid_chunk_is_named_with_its_status() {
+    let out = map_fault("fault-exit@250", "0..300", &["--workers", "2", "--chunk-size", "100"]);
+    assert_stopped_at(&out, 0, 250, "exited with status 3");
+}
+
+#[test]
+fn a_sigkill_like_the_oom_killer_is_named() {
+    let out = map_fault("fault-kill@10", "0..300", &["--workers", "2"]);
+    assert_stopped_at(&out, 0, 10, "killed by SIGKILL");
+}
+
+#[test]
+fn running_out_of_memory_under_an_rlimit_is_caught() {
+    let out = map_fault("fault-oom@123", "0..200", &["--workers", "2", "--retries", "0"]);
+    assert_stopped_at(&out, 0, 123, "killed by SIGABRT");
+    assert!(stderr(&out).contains("memory allocation of"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_hang_is_ended_by_the_task_timeout() {
+    let args = ["--workers", "2", "--chunk-size", "8", "--task-timeout", "200ms", "--retries", "1"];
+    let out = map_fault("fault-hang@20", "0..40", &args);
+    assert_stopped_at(&out, 0, 20, "--task-timeout 200ms");
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_slow_chunk_within_the_timeout_is_left_alone() {
+    let args = ["--workers", "2", "--chunk-size", "5", "--task-timeout", "10s"];
+    let out = map_fault("slow-square", "0..50", &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, squares_lines(0, 50));
+    assert!(!stderr(&out).contains("timed out"));
+}
+
+/// Every fault kind that kills its worker, once each: the run heals and its output is exact.
+#[test]
+fn transient_faults_of_every_kind_are_retried_to_an_exact_output() {
+    for kind in ["panic", "abort", "segv", "exit", "kill", "hang"] {
+        let flaky = TempDir::new("flaky");
+        let mut cmd = powerpool(["map", &format!("flaky-{kind}@3,555,999"), "--range", "0..1000"]);
+        cmd.args(["--workers", "2", "--chunk-size", "100", "--task-timeout", "300ms"])
+            .env("POWERPOOL_TEST_TASKS", "1")
+            .env("POWERPOOL_FLAKY_DIR", &flaky.0);
+        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        assert_eq!(out.stdout, squares_lines(0, 1000), "{kind}: output differs");
+        assert_eq!(flaky.entries().len(), 3, "{kind}: each input should have failed once");
+        if kind != "panic" {
+            assert!(stderr(&out).contains("worker(s) restarted"), "{kind}: {}", stderr(&out));
+        }
+        assert!(stderr(&out).contains("output is complete"), "{kind}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn one_poison_input_among_many_is_found_in_a_few_dozen_tries() {
+    let out = map_fault("fault-segv@123457", "0..300000", &["--workers", "2"]);
+    assert_stopped_at(&out, 0, 123_457, "killed by SIGSEGV");
+    let deaths = stderr(&out).matches("killed by SIGSEGV (").count()
+        + stderr(&out).lines().filter(|l| l.ends_with("killed by SIGSEGV")).count();
+    // 3 whole tries of a 65,536-input chunk, 16 halvings, the input's own 2 retries, with
+    // slack for the second worker's share; never anything like the chunk's size.
+    assert!((20..=40).contains(&deaths), "{deaths} deaths to find one input");
+}
+
+#[test]
+fn keep_going_writes_everything_else_and_lists_the_failed_inputs() {
+    let out = map_fault(
+        "fault-segv@5,17,90",
+        "0..100",
+        &["--workers", "2", "--keep-going", "--retries", "0"],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let expected: Vec<u8> = (0..100i64)
+        .filter(|x| ![5, 17, 90].contains(x))
+        .flat_map(|x| format!("{}\n", x * x).into_bytes())
+        .collect();
+    assert_eq!(out.stdout, expected);
+    let text = stderr(&out);
+    for item in [5, 17, 90] {
+        assert!(text.contains(&format!("failed input {item}: worker pid ")), "{text}");
+    }
+    assert!(error_line(&out).contains("3 input(s) failed"), "{text}");
+}
+
+#[test]
+fn keep_going_sums_and_files_what_it_could_compute() {
+    let dir = TempDir::new("keep");
+    let path = dir.0.join("sum.txt");
+    let mut args = vec!["--workers", "2", "--keep-going", "--format", "sum", "--output"];
+    let path_text = path.to_str().expect("utf-8 temp path").to_owned();
+    args.push(&path_text);
+    let out = map_fault("fault-panic@10,20", "0..100", &args);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let expected: i64 = (0..100i64).filter(|x| *x != 10 && *x != 20).map(|x| x * x).sum();
+    assert_eq!(std::fs::read_to_string(&path).expect("file written"), format!("{expected}\n"));
+}
+
+#[test]
+fn the_stopped_run_writes_no_output_file() {
+    let dir = TempDir::new("stopfile");
+    let path = dir.0.join("out.txt");
+    let out = map_fault(
+        "fault-panic@10",
+        "0..100",
+        &["--workers", "2", "--output", path.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn the_earliest_failed_input_is_the_one_reported() {
+    let out = map_fault("fault-exit@900,40", "0..1000", &["--workers", "4", "--chunk-size", "10"]);
+    assert_stopped_at(&out, 0, 40, "exited with status 3");
+}
+
+#[test]
+fn workers_that_never_start_give_a_bounded_error() {
+    let mut cmd = powerpool(["map", "square", "--range", "0..100", "--workers", "2"]);
+    cmd.arg("--worker-cmd").arg(bin("rogue-worker")).env("ROGUE_MODE", "exit-after-welcome");
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(line.contains("workers keep failing to start (5 attempts"), "{line}");
+    assert!(out.stdout.is_empty());
+}
+
+/// A worker that dies right after its handshake, every time, ends the run with a bounded error:
+/// either "workers keep failing to start" (those that died idle), or, when each died holding
+/// its first unit, as a poison first input (the run stops before input 0, naming how the
+/// workers died). Under `--keep-going`, where it would otherwise give up input after input,
+/// the run ends once far more workers have died than cornering any one input takes.
+#[test]
+fn workers_that_die_right_after_the_handshake_give_a_bounded_error() {
+    let rogue = |extra: &[&str]| {
+        let mut cmd = powerpool(["map", "square", "--range", "0..100", "--workers", "2"]);
+        cmd.args(extra).arg("--worker-cmd").arg(bin("rogue-worker"));
+        run_with_timeout(cmd.env("ROGUE_MODE", "ready-then-die"), TIMEOUT)
+    };
+    let broken = [
+        "workers in a row died before any chunk",
+        "workers keep failing to start (5 attempts",
+        "input 0 failed 3 time(s), so the run stopped before it; last: worker pid",
+    ];
+    for extra in [&[][..], &["--keep-going"][..]] {
+        let out = rogue(extra);
+        let line = error_line(&out);
+        let code = if line.contains("input 0 failed") { 4 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {}", stderr(&out));
+        assert!(broken.iter().any(|b| line.contains(b)), "{extra:?}: {line}");
+        assert!(out.stdout.is_empty());
+        if extra.contains(&"--keep-going") {
+            assert!(!line.contains("input 0 failed"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn max_tasks_per_worker_changes_pids_and_keeps_results_exact() {
+    let out = map_fault(
+        "square",
+        "0..10000",
+        &["--workers", "2", "--chunk-size", "500", "--max-tasks-per-worker", "3", "-v"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, squares_lines(0, 10000));
+    let text = stderr(&out);
+    let pids: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains("worker ready"))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .collect();
+    // 20 chunks at 3 per worker: at least 7 distinct workers.
+    assert!(pids.len() >= 7, "only {} worker pids: {pids:?}", pids.len());
+}
+
+#[test]
+fn an_empty_range_returns_nothing_at_once_whatever_the_options() {
+    let options: [&[&str]; 5] = [
+        &["--keep-going"],
+        &["--max-tasks-per-worker", "1"],
+        &["--task-timeout", "1ms"],
+        &["--retries", "0", "--workers", "8"],
+        &["--format", "sum"],
+    ];
+    for extra in options {
+        let mut cmd = powerpool(["map", "square", "--range", "5..5"]);
+        cmd.args(extra);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(10));
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        let expected: &[u8] = if extra.contains(&"sum") { b"0\n" } else { b"" };
+        assert_eq!(out.stdout, expected, "{extra:?}");
+    }
+}
+
+/// Starts a run whose workers hang at input 0 and never read their socket again.
+fn start_hung(rt: &TempDir) -> std::process::Child {
+    powerpool([
+        "map",
+        "fault-hang@0,1",
+        "--range",
+        "0..1000",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "1",
+    ])
+    .env("POWERPOOL_TEST_TASKS", "1")
+    .env("XDG_RUNTIME_DIR", &rt.0)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawns")
+}
+
+fn hung_workers(coordinator: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    let seen = wait_for(Duration::from_secs(20), || {
+        kids = children_of(coordinator);
+        kids.len() == 2
+    });
+    assert!(seen, "expected 2 workers, saw {kids:?}");
+    // Give them time to take their first unit and hang in it.
+    std::thread::sleep(Duration::from_millis(300));
+    kids
+}
+
+#[test]
+fn hung_workers_die_within_a_second_of_a_coordinator_sigkill() {
+    let rt = TempDir::new("hung-kill");
+    let mut child = start_hung(&rt);
+    let workers = hung_workers(child.id());
+    kill(child.id(), libc::SIGKILL);
+    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+    let gone = wait_for(Duration::from_secs(1), || workers.iter().all(|&p| !alive(p)));
+    assert!(gone, "hung workers outlived their coordinator: {workers:?}");
+}
+
+#[test]
+fn sigint_with_hung_workers_ends_after_the_grace_period_not_never() {
+    let rt = TempDir::new("hung-int");
+    let child = start_hung(&rt);
+    let workers = hung_workers(child.id());
+    kill(child.id(), libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(workers.iter().all(|&p| !alive(p)), "workers survived: {workers:?}");
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
