@@ -92,6 +92,41 @@ pub struct FetchArgs {
     /// number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// The largest response body accepted (e.g. 512K, 100M, 2G; binary units); a longer one
+    /// ends that request as ERR:too-large.
+    #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
+    pub max_body: u64,
+}
+
+/// The default `--max-body`: 100 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 100 << 20;
+
+/// Parses a size in bytes: digits and an optional binary unit `K`, `M`, `G` (also `KiB`, `MiB`,
+/// `GiB`); at least 1 byte, at most 1 TiB.
+///
+/// ```
+/// use powerpool::cli::parse_size;
+/// assert_eq!(parse_size("512K"), Ok(512 << 10));
+/// assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+/// assert!(parse_size("0").is_err() && parse_size("1.5G").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("'{text}' is not a size (for example 65536, 512K, 100M, 2G)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit {
+        "" | "B" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(bad)?;
+    if bytes == 0 || bytes > 1 << 40 {
+        return Err(format!("'{text}' must be at least 1 byte and at most 1 TiB"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -31,6 +31,8 @@ pub struct FetchPlan {
     pub urls: Vec<url::Url>,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// The largest body accepted, in bytes.
+    pub max_body: u64,
 }
 
 /// The program (and arguments) that becomes a worker process.
@@ -129,6 +131,7 @@ impl MapPlan {
             urls: args.fetch,
             concurrency: 100,
             timeout: args.timeout,
+            max_body: crate::cli::DEFAULT_MAX_BODY,
         });
         Ok(MapPlan {
             task: args.task,
@@ -148,7 +151,12 @@ impl MapPlan {
 
 impl FetchPlan {
     pub fn from_args(args: FetchArgs) -> FetchPlan {
-        FetchPlan { urls: args.urls, concurrency: args.concurrency, timeout: args.timeout }
+        FetchPlan {
+            urls: args.urls,
+            concurrency: args.concurrency,
+            timeout: args.timeout,
+            max_body: args.max_body,
+        }
     }
 }
 

@@ -24,7 +24,8 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// `powerpool` with `args`, its environment cleared of proxies and logging settings.
+/// `powerpool` with `args`, its environment cleared of proxies, logging settings and the
+/// test-task switch (tests that need the hidden tasks set it themselves).
 pub fn powerpool<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -40,6 +41,8 @@ where
         "ALL_PROXY",
         "all_proxy",
         "RUST_LOG",
+        "RUST_BACKTRACE",
+        "POWERPOOL_TEST_TASKS",
     ] {
         cmd.env_remove(var);
     }

@@ -42,6 +42,19 @@ fn bad_command_lines_are_refused_with_one_line_and_exit_2() {
         vec!["fetch", "http://127.0.0.1:1/", "--timeout", "-1"],
         vec!["fetch", "http://127.0.0.1:1/", "--timeout", "soon"],
         vec!["frobnicate"],
+        vec!["fetch", "http://127.0.0.1:1/", "--max-body", "0"],
+        vec!["fetch", "http://127.0.0.1:1/", "--max-body", "1.5G"],
+        vec!["fetch", "http://127.0.0.1:1/", "--max-body", "2T"],
+        vec!["map", "square", "--range", "0..5", "--retries", "-1"],
+        vec!["map", "square", "--range", "0..5", "--retries", "101"],
+        vec!["map", "square", "--range", "0..5", "--task-timeout", "0s"],
+        vec!["map", "square", "--range", "0..5", "--task-timeout", "25h"],
+        vec!["map", "square", "--range", "0..5", "--task-timeout", "5parsecs"],
+        vec!["map", "square", "--range", "0..5", "--task-timeout", "1.2.3s"],
+        vec!["map", "square", "--range", "0..5", "--max-tasks-per-worker", "0"],
+        vec!["map", "square", "--range", "0..5", "--keep-going=yes"],
+        // The fault-injection tasks exist only when the test environment variable is set.
+        vec!["map", "fault-segv@1", "--range", "0..5"],
         vec!["map", "square", "--range", "0..5", "-q", "-v"],
     ]
     .into_iter()

@@ -123,3 +123,14 @@ fn a_failed_fetch_beside_a_map_keeps_the_output_and_says_so_in_the_status() {
     assert_eq!(out.stdout, squares_lines(-20, 20));
     assert!(stderr.contains("fetch: 404"), "{stderr}");
 }
+
+#[test]
+fn bodies_over_max_body_are_refused_per_url() {
+    let server = TestServer::start();
+    let urls = [server.url("/ok/1024"), server.url("/ok/1025"), server.url("/ok/10")];
+    let out = run(powerpool(["fetch", "--max-body", "1K"]).args(&urls));
+    assert_eq!(out.status.code(), Some(3), "one URL failed");
+    let lines = parse(&out.stdout);
+    let statuses: Vec<&str> = lines.iter().map(|l| l.status.as_str()).collect();
+    assert_eq!(statuses, ["200", "ERR:too-large", "200"]);
+}

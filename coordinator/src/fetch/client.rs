@@ -50,16 +50,23 @@ pub fn build(concurrency: usize, timeout: Duration) -> Result<reqwest::Client, S
         .map_err(|e| e.to_string())
 }
 
-/// GETs `url`, reading (and counting, not keeping) the whole body.
-pub async fn fetch_one(client: &reqwest::Client, url: url::Url) -> FetchOutcome {
+/// GETs `url`, reading (and counting, not keeping) the whole body; a body longer than
+/// `max_body` bytes (announced or received) ends the request as `ERR:too-large`.
+pub async fn fetch_one(client: &reqwest::Client, url: url::Url, max_body: u64) -> FetchOutcome {
     let start = Instant::now();
     let mut bytes = 0u64;
     let status = match client.get(url.clone()).send().await {
+        Ok(response) if response.content_length().is_some_and(|n| n > max_body) => Err("too-large"),
         Ok(mut response) => {
             let code = response.status().as_u16();
             loop {
                 match response.chunk().await {
-                    Ok(Some(piece)) => bytes += piece.len() as u64,
+                    Ok(Some(piece)) => {
+                        bytes += piece.len() as u64;
+                        if bytes > max_body {
+                            break Err("too-large");
+                        }
+                    }
                     Ok(None) => break Ok(code),
                     Err(err) => break Err(classify(&err)),
                 }

@@ -20,7 +20,7 @@ pub async fn run_ordered(
     let client = build(plan.concurrency, plan.timeout).map_err(Error::Http)?;
     let client = &client;
     let mut outcomes = futures::stream::iter(plan.urls.iter().cloned().enumerate())
-        .map(|(i, url)| async move { (i, fetch_one(client, url).await) })
+        .map(|(i, url)| async move { (i, fetch_one(client, url, plan.max_body).await) })
         .buffer_unordered(plan.concurrency);
     let mut pending = BTreeMap::new();
     let mut next = 0;

@@ -65,7 +65,10 @@ pub fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
 #[derive(Debug)]
 pub struct Authenticated {
     pub worker_id: u64,
+    /// The pid the worker claims in its hello.
     pub pid: u32,
+    /// The peer's pid as the kernel reports it (SO_PEERCRED), where available.
+    pub peer_pid: Option<u32>,
     pub reader: FrameReader<Half>,
     pub writer: FrameWriter<Half>,
 }
@@ -107,8 +110,10 @@ async fn check(
     stream: interprocess::local_socket::tokio::Stream,
     token: &[u8; TOKEN_LEN],
 ) -> Result<Authenticated, String> {
+    #[cfg(not(unix))]
+    let peer_pid = None;
     #[cfg(unix)]
-    {
+    let peer_pid = {
         use interprocess::local_socket::traits::StreamCommon as _;
         let creds = stream.peer_creds().map_err(|e| format!("no peer credentials: {e}"))?;
         // SAFETY: geteuid has no preconditions.
@@ -116,7 +121,8 @@ async fn check(
         if creds.euid().is_some_and(|uid| uid != me) {
             return Err(format!("peer runs as uid {:?}, not {me}", creds.euid()));
         }
-    }
+        creds.pid().and_then(|p| u32::try_from(p).ok())
+    };
     let (mut reader, mut writer) = transport::split(stream);
     let frame = reader
         .next_frame()
@@ -141,7 +147,7 @@ async fn check(
         let _ = writer.send(&ToWorker::Reject(Reject { reason: reason.clone() })).await;
         return Err(format!("{reason} from pid {pid}"));
     }
-    Ok(Authenticated { worker_id, pid, reader, writer })
+    Ok(Authenticated { worker_id, pid, peer_pid, reader, writer })
 }
 
 /// Compares secrets in time that depends only on their length.

@@ -133,6 +133,24 @@ fn stderr_handle() -> Stdio {
     Stdio::null()
 }
 
+/// Whether `peer` (a socket peer's pid from SO_PEERCRED) is `child` or runs in its process group
+/// (a worker command may be a wrapper that execs or forks the real worker). Without peer
+/// credentials there is nothing to compare, and the token alone decides.
+pub fn spawned(child: &Child, peer: Option<u32>) -> bool {
+    let (Some(peer), Some(leader)) = (peer, child.id()) else { return peer.is_none() };
+    if peer == leader {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: getpgid reads no memory of ours; a stale pid only fails.
+        let group = unsafe { libc::getpgid(peer as libc::pid_t) };
+        group == leader as libc::pid_t
+    }
+    #[cfg(not(unix))]
+    false
+}
+
 /// Sends SIGTERM to the worker's whole process group: the polite first half of ending a worker
 /// that overran `--task-timeout`.
 pub fn terminate_group(child: &Child) {

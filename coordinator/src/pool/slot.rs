@@ -130,7 +130,16 @@ async fn run(
     let mut conn = loop {
         tokio::select! {
             cmd = cmds.recv() => match cmd {
-                Some(SlotCmd::Attach(conn)) => break conn,
+                Some(SlotCmd::Attach(conn)) => {
+                    if process::spawned(&child, conn.peer_pid) {
+                        break conn;
+                    }
+                    tracing::warn!(
+                        "refused a connection for worker id {id} from pid {}: not a process this \
+                         coordinator started",
+                        conn.peer_pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
+                    );
+                }
                 Some(SlotCmd::Run(_)) => {} // never sent before Ready
                 Some(SlotCmd::Shutdown | SlotCmd::Kill) | None => {
                     return reap_killed(&mut child).await;
@@ -187,7 +196,10 @@ async fn run(
                     grace_armed = true;
                 }
                 Some(SlotCmd::Kill) | None => process::kill_group(&mut child),
-                Some(SlotCmd::Attach(_)) => {} // a second connection for one slot: dropped
+                Some(SlotCmd::Attach(extra)) => tracing::warn!(
+                    "dropped a second connection for worker id {id} (from pid {})",
+                    extra.peer_pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
+                ),
             },
             frame = conn.reader.next_frame(), if reading => match frame {
                 Ok(Some(body)) => match forward(id, body, events, &mut ended.note) {

@@ -41,7 +41,6 @@ impl From<Error> for Stop {
 pub(super) struct Worker {
     pub slot: Slot,
     pub pid: Option<u32>,
-    pub attached: bool,
     pub ready: bool,
     /// Units sent and not answered, oldest first, by tag.
     pub in_flight: Vec<(u64, Unit)>,
@@ -199,7 +198,6 @@ impl Supervisor<'_> {
         let worker = Worker {
             slot,
             pid: None,
-            attached: false,
             ready: false,
             in_flight: Vec::new(),
             completed: 0,
@@ -208,13 +206,14 @@ impl Supervisor<'_> {
         self.workers.insert(id, worker);
     }
 
+    /// Routes an authenticated connection to its slot, which checks that it comes from the
+    /// process it started (SO_PEERCRED) and that it has no connection yet.
     fn attach(&mut self, auth: Authenticated) {
-        match self.workers.get_mut(&auth.worker_id) {
-            Some(w) if !w.attached => {
-                w.attached = true;
+        match self.workers.get(&auth.worker_id) {
+            Some(w) => {
                 let _ = w.slot.cmd.send(SlotCmd::Attach(Box::new(auth)));
             }
-            _ => tracing::warn!(
+            None => tracing::warn!(
                 "dropped a connection for worker id {} (pid {}): no such worker is waiting",
                 auth.worker_id,
                 auth.pid

@@ -1,0 +1,106 @@
+//! The trust boundary under attack: rogue clients connect to a running pool's socket (wrong
+//! token, garbage, a 4 GiB length prefix, a valid handshake then garbage, a silent connection,
+//! a valid token from a process the coordinator did not start). Each is refused or ignored, and
+//! the run's output is exact with exit status 0. Also: the socket directory is private while the
+//! run lasts and gone after it.
+
+use bytes::BytesMut;
+use powerpool_shared::env::{self, from_hex};
+use powerpool_shared::{codec, FromWorker, Hello, PROTOCOL_VERSION, TOKEN_LEN};
+use powerpool_tests::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn hello_frame(worker_id: u64, token: [u8; TOKEN_LEN]) -> Vec<u8> {
+    let hello = FromWorker::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        worker_id,
+        token,
+        pid: std::process::id(),
+    });
+    let mut buf = BytesMut::new();
+    codec::write_frame(&hello, &mut buf).expect("encodes");
+    buf.to_vec()
+}
+
+/// The run's token, read the way any same-uid process could: from a worker's environment.
+fn token_of(worker: u32) -> [u8; TOKEN_LEN] {
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).expect("readable environ");
+    let prefix = format!("{}=", env::TOKEN);
+    let hex = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .expect("the token variable");
+    from_hex(std::str::from_utf8(hex).expect("hex")).expect("a valid token")
+}
+
+/// Connects, sends `bytes`, and returns whatever comes back before the coordinator closes or
+/// a short timeout passes.
+fn poke(socket: &PathBuf, bytes: &[u8]) -> Vec<u8> {
+    let mut conn = UnixStream::connect(socket).expect("connects");
+    conn.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let _ = conn.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn rogue_clients_are_refused_and_the_run_stays_exact() {
+    let rt = TempDir::new("rogue");
+    let child = powerpool(["map", "slow-square", "--range", "0..2000", "--workers", "2"])
+        .args(["--chunk-size", "10"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut workers = Vec::new();
+    assert!(wait_for(Duration::from_secs(20), || {
+        workers = children_of(child.id());
+        workers.len() == 2
+    }));
+    let dirs = rt.entries();
+    assert_eq!(dirs.len(), 1, "one socket directory: {dirs:?}");
+    let dir = rt.0.join(&dirs[0]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "socket directory mode");
+        let sock = std::fs::metadata(dir.join("pool.sock")).expect("socket").permissions();
+        assert_eq!(sock.mode() & 0o077, 0, "socket reachable by others");
+    }
+    let socket = dir.join("pool.sock");
+    let token = token_of(workers[0]);
+    let mut wrong = token;
+    wrong[0] ^= 1;
+
+    // A wrong token is answered with a rejection.
+    let answer = poke(&socket, &hello_frame(0, wrong));
+    assert!(String::from_utf8_lossy(&answer).contains("wrong token"), "{answer:?}");
+    // Garbage, and a length prefix claiming 4 GiB: dropped without an answer or an allocation.
+    assert!(poke(&socket, b"\x05\0\0\0hello").is_empty());
+    assert!(poke(&socket, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).is_empty());
+    // A valid handshake from a process the coordinator did not start, for a worker slot that
+    // exists (0) and one that does not: refused (SO_PEERCRED), then garbage after it.
+    for id in [0, 1, 999] {
+        let mut frame = hello_frame(id, token);
+        frame.extend_from_slice(&[0xff; 64]);
+        let answer = poke(&socket, &frame);
+        assert!(!String::from_utf8_lossy(&answer).contains("Welcome"), "{answer:?}");
+    }
+    // A connection that says nothing, left open while the run goes on.
+    let silent = UnixStream::connect(&socket).expect("connects");
+
+    let out = wait_output(child, TIMEOUT);
+    drop(silent);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 2000), "output changed by rogue clients");
+    assert!(stderr.contains("refused a connection"), "{stderr}");
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
