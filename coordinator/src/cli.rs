@@ -235,19 +235,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !well_formed {
         return Err(bad());
     }
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
+    // Exact decimal arithmetic in nanoseconds: no float rounding at the edges.
+    let unit_ns: u128 = match unit {
+        "ms" => 1_000_000,
+        "" | "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(bad()),
     };
-    let secs = value * scale;
-    if !(0.001..=MAX_DURATION.as_secs_f64()).contains(&secs) {
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let mut nanos = int * unit_ns;
+    if !frac.is_empty() {
+        let scale = 10u128.pow(frac.len() as u32);
+        nanos += frac.parse::<u128>().map_err(|_| bad())? * unit_ns / scale;
+    }
+    if nanos < 1_000_000 || nanos > MAX_DURATION.as_nanos() {
         return Err(format!("'{text}' must be at least 1ms and at most 24h"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// Parses an absolute http or https URL.
@@ -312,6 +318,27 @@ mod tests {
         assert_eq!(parse_retries("0"), Ok(0));
         assert!(parse_retries("101").is_err() && parse_retries("-1").is_err());
         assert!(parse_max_tasks("0").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,40}") {
+            let _ = parse_range(&text);
+            let _ = parse_duration(&text);
+            let _ = parse_size(&text);
+            let _ = parse_url(&text);
+        }
+
+        #[test]
+        fn every_range_prints_and_parses_back(start: i64, end: i64) {
+            proptest::prop_assert_eq!(parse_range(&format!("{start}..{end}")), Ok((start, end)));
+        }
+
+        #[test]
+        fn durations_in_milliseconds_parse_exactly(ms in 1u64..=86_400_000) {
+            let parsed = parse_duration(&format!("{ms}ms")).map(|d| d.as_millis());
+            proptest::prop_assert_eq!(parsed, Ok(u128::from(ms)));
+        }
     }
 
     #[test]
