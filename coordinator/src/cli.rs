@@ -83,8 +83,12 @@ pub struct MapArgs {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The URLs to GET (http or https).
-    #[arg(required = true, value_name = "URL", value_parser = parse_url)]
+    #[arg(value_name = "URL", value_parser = parse_url, required_unless_present = "from")]
     pub urls: Vec<url::Url>,
+    /// Also read URLs from FILE, one per line (`-` for stdin; blank lines and lines starting
+    /// with `#` are skipped); they come after the URLs given as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     /// Requests in flight at once.
     #[arg(long, value_name = "N", default_value = "100", value_parser = parse_concurrency)]
     pub concurrency: usize,

@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             })
         }
         Command::Fetch(args) => {
-            let plan = plan::FetchPlan::from_args(args);
+            let plan = plan::FetchPlan::from_args(args)?;
             runtime()?.block_on(fetch::command(plan))
         }
         Command::Worker => unreachable!("handled before logging starts"),

@@ -150,14 +150,43 @@ impl MapPlan {
 }
 
 impl FetchPlan {
-    pub fn from_args(args: FetchArgs) -> FetchPlan {
-        FetchPlan {
-            urls: args.urls,
+    pub fn from_args(args: FetchArgs) -> Result<FetchPlan, Error> {
+        let mut urls = args.urls;
+        if let Some(path) = &args.from {
+            urls.extend(read_url_list(path)?);
+        }
+        if urls.is_empty() {
+            return Err(Error::Usage("no URLs to fetch".to_owned()));
+        }
+        Ok(FetchPlan {
+            urls,
             concurrency: args.concurrency,
             timeout: args.timeout,
             max_body: args.max_body,
-        }
+        })
     }
+}
+
+/// Reads `--from FILE`: one URL per line, each checked like a URL argument.
+fn read_url_list(path: &Path) -> Result<Vec<url::Url>, Error> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| Error::Usage(format!("cannot read --from '{}': {e}", path.display())))?;
+    let mut urls = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let url = crate::cli::parse_url(line).map_err(|e| {
+            Error::Usage(format!("--from '{}' line {}: {e}", path.display(), n + 1))
+        })?;
+        urls.push(url);
+    }
+    Ok(urls)
 }
 
 fn format_name(format: Format) -> &'static str {

@@ -23,6 +23,11 @@ pub const TASKS: &[TaskSpec] = &[
         test_only: false,
     },
     TaskSpec {
+        name: "collatz",
+        about: "x -> steps of the Collatz map from |x| to 1 (0 for 0 and 1); CPU-heavy",
+        test_only: false,
+    },
+    TaskSpec {
         name: "slow-square",
         about: "square after sleeping 1 ms per item (tests: a run long enough to disturb)",
         test_only: true,

@@ -42,6 +42,7 @@ fn bad_command_lines_are_refused_with_one_line_and_exit_2() {
         vec!["fetch", "http://127.0.0.1:1/", "--timeout", "-1"],
         vec!["fetch", "http://127.0.0.1:1/", "--timeout", "soon"],
         vec!["frobnicate"],
+        vec!["fetch", "--from", "/nonexistent/urls.txt"],
         vec!["fetch", "http://127.0.0.1:1/", "--max-body", "0"],
         vec!["fetch", "http://127.0.0.1:1/", "--max-body", "1.5G"],
         vec!["fetch", "http://127.0.0.1:1/", "--max-body", "2T"],

@@ -134,3 +134,20 @@ fn bodies_over_max_body_are_refused_per_url() {
     let statuses: Vec<&str> = lines.iter().map(|l| l.status.as_str()).collect();
     assert_eq!(statuses, ["200", "ERR:too-large", "200"]);
 }
+
+#[test]
+fn urls_from_a_file_follow_the_arguments_in_order() {
+    let server = TestServer::start();
+    let dir = powerpool_tests::TempDir::new("from");
+    let list = dir.0.join("urls.txt");
+    let text = format!("# a comment\n{}\n\n  {}  \n", server.url("/ok/3"), server.url("/ok/4"));
+    std::fs::write(&list, text).expect("writes");
+    let out = run(powerpool(["fetch", &server.url("/ok/2"), "--from"]).arg(&list));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sizes: Vec<u64> = parse(&out.stdout).iter().map(|l| l.bytes).collect();
+    assert_eq!(sizes, [2, 3, 4]);
+    std::fs::write(&list, "http://127.0.0.1:1/\nftp://nope/\n").expect("writes");
+    let out = run(powerpool(["fetch", "--from"]).arg(&list));
+    powerpool_tests::assert_usage_error(&out, "a bad line in --from");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+}

@@ -18,7 +18,7 @@ mod fault;
 mod registry;
 mod serve;
 
-pub use registry::{ChunkOutput, Registry};
+pub use registry::{collatz, square, ChunkOutput, Registry};
 
 use std::process::ExitCode;
 

@@ -94,6 +94,7 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut reg = Registry::empty();
         reg.register("square", square);
+        reg.register("collatz", collatz);
         if task::test_tasks_enabled() {
             reg.register("slow-square", |x| {
                 std::thread::sleep(Duration::from_millis(1));
@@ -143,6 +144,25 @@ pub fn square(x: i64) -> i128 {
     x * x
 }
 
+/// Steps of the Collatz map (n/2 if even, 3n+1 if odd) from |x| down to 1; 0 for 0 and 1.
+/// CPU-bound and irregular: a few to a few hundred steps per input. Trajectories are followed in
+/// 128 bits; one that would overflow them (none is known below 2^64) panics, which fails the
+/// input like any task error.
+#[inline]
+pub fn collatz(x: i64) -> i128 {
+    let mut n = u128::from(x.unsigned_abs());
+    let mut steps = 0i128;
+    while n > 1 {
+        n = if n % 2 == 0 {
+            n / 2
+        } else {
+            n.checked_mul(3).and_then(|m| m.checked_add(1)).expect("Collatz trajectory past 2^128")
+        };
+        steps += 1;
+    }
+    steps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +180,14 @@ mod tests {
         for spec in task::public() {
             assert!(reg.get(spec.name).is_some(), "{} has no implementation", spec.name);
         }
+    }
+
+    #[test]
+    fn collatz_counts_steps() {
+        // 27 takes 111 steps (a classic); 97 takes 118.
+        let steps: Vec<i128> = [0, 1, 2, 3, 6, 7, 27, -27, 97].map(collatz).to_vec();
+        assert_eq!(steps, vec![0, 0, 1, 7, 8, 16, 111, 111, 118]);
+        assert!(collatz(i64::MIN) > 0 && collatz(i64::MAX) > 0);
     }
 
     #[test]
