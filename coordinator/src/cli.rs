@@ -26,6 +26,8 @@ pub enum Command {
     Map(MapArgs),
     /// GET URLs concurrently; print one line per URL, in input order.
     Fetch(FetchArgs),
+    /// Check shard files from `map --shard` and stream their results in order, as one run.
+    Merge(MergeArgs),
     /// List the built-in tasks.
     Tasks,
     /// Run as a worker process (started by powerpool itself).
@@ -78,6 +80,24 @@ pub struct MapArgs {
     /// maxtasksperchild).
     #[arg(long, value_name = "N", value_parser = parse_max_tasks)]
     pub max_tasks_per_worker: Option<u64>,
+    /// Compute only slice K of N (K from 0 to N-1) of the range, into a shard file for
+    /// `powerpool merge` (needs --output). Fits Slurm arrays and Kubernetes indexed jobs.
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, requires = "output")]
+    pub shard: Option<crate::shard::Shard>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Shard files written by `map --shard K/N --output FILE`, in any order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format [default: the shards' own]. bin and lines shards convert to any format;
+    /// sum shards only to sum.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Write the merged output to PATH (created only when the merge succeeds) instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

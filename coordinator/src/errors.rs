@@ -27,6 +27,9 @@ pub enum Error {
     /// `--keep-going`: the run finished without some inputs, each already listed.
     #[error("{failed} input(s) failed and are missing from the output (--keep-going)")]
     Partial { failed: u64 },
+    /// `merge`: a shard is missing, duplicated, truncated, corrupt or from another job.
+    #[error("merge refused: {0}")]
+    Merge(String),
     #[error("cannot write the output: {0}")]
     Output(io::Error),
     #[error("cannot start the runtime: {0}")]
@@ -44,7 +47,7 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::JobRefused(_) => exit_codes::USAGE,
+            Error::Usage(_) | Error::JobRefused(_) | Error::Merge(_) => exit_codes::USAGE,
             Error::Interrupted { code, .. } => *code,
             Error::FetchFailed { .. } => exit_codes::FETCH_FAILED,
             Error::TaskFailed { .. } => exit_codes::ITEM_FAILED,

@@ -22,9 +22,11 @@ pub mod exit_codes;
 pub mod fetch;
 pub mod gather;
 pub mod map;
+pub mod merge;
 pub mod output;
 pub mod plan;
 pub mod pool;
+pub mod shard;
 pub mod signal;
 
 use clap::Parser;
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             rt.shutdown_background();
             result
         }
+        Command::Merge(args) => merge::run(args),
         Command::Worker => unreachable!("handled before logging starts"),
     }
 }

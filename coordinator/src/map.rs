@@ -2,11 +2,12 @@
 
 use crate::errors::Error;
 use crate::fetch;
-use crate::output::{PendingFile, Writer};
+use crate::output::{PendingFile, Sink, Writer};
 use crate::plan::MapPlan;
 use crate::pool::{self, Job, Stop};
+use crate::shard::ShardWriter;
 use crate::signal::Interrupt;
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -21,14 +22,18 @@ pub async fn run(
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let (sink, pending): (Box<dyn Write + Send>, Option<PendingFile>) = match &plan.output {
+    let (sink, pending) = match &plan.output {
         Some(path) => {
-            let (pending, file) = PendingFile::create(path).map_err(|e| {
-                Error::Usage(format!("cannot write --output '{}': {e}", path.display()))
-            })?;
-            (Box::new(file), Some(pending))
+            let cannot =
+                |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
+            let (pending, file) = PendingFile::create(path).map_err(cannot)?;
+            let sink = match &plan.shard {
+                Some(shard) => Sink::Shard(ShardWriter::new(file, shard.clone()).map_err(cannot)?),
+                None => Sink::File(file),
+            };
+            (sink, Some(pending))
         }
-        None => (Box::new(io::stdout()), None),
+        None => (Sink::Stdout, None),
     };
     let fetches = plan.fetch.clone().map(|f| tokio::spawn(fetch::beside_map(f)));
     let mut writer = Writer::start(sink, plan.format);

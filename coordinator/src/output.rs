@@ -5,6 +5,7 @@
 //! it is; a failed or interrupted run removes the temporary file.
 
 use crate::gather::Released;
+use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -45,6 +46,25 @@ impl Drop for PendingFile {
     }
 }
 
+/// Where results go.
+#[derive(Debug)]
+pub enum Sink {
+    Stdout,
+    File(File),
+    /// A `--shard` file: a `sum` is written as 32 binary bytes, for `merge` to add up.
+    Shard(ShardWriter),
+}
+
+impl Sink {
+    fn writer(self) -> (Box<dyn Write + Send>, Option<ShardWriter>) {
+        match self {
+            Sink::Stdout => (Box::new(BufWriter::with_capacity(256 << 10, io::stdout())), None),
+            Sink::File(f) => (Box::new(BufWriter::with_capacity(256 << 10, f)), None),
+            Sink::Shard(s) => (Box::new(io::sink()), Some(s)),
+        }
+    }
+}
+
 /// The writing half: hands outputs, in order, to the writer task.
 #[derive(Debug)]
 pub struct Writer {
@@ -58,7 +78,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task over `sink`. In `Sum` format chunk outputs are 32-byte partial
     /// sums, added up and printed as one line at the end.
-    pub fn start(sink: Box<dyn Write + Send>, format: Format) -> Writer {
+    pub fn start(sink: Sink, format: Format) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let (written_tx, written) = watch::channel(0);
         let task = tokio::task::spawn_blocking(move || write_all(sink, format, rx, written_tx));
@@ -83,19 +103,45 @@ impl Writer {
 }
 
 fn write_all(
-    sink: Box<dyn Write + Send>,
+    sink: Sink,
     format: Format,
-    mut rx: mpsc::UnboundedReceiver<Option<Released>>,
+    rx: mpsc::UnboundedReceiver<Option<Released>>,
     written: watch::Sender<u64>,
 ) -> io::Result<()> {
-    // Chunk outputs are large; a buffer only gathers the small ones into fewer writes.
-    let mut out = BufWriter::with_capacity(256 << 10, sink);
+    let (mut plain, shard) = sink.writer();
+    let is_sum = format == Format::Sum;
+    match shard {
+        Some(mut shard) => match pump(&mut shard, format, rx, &written)? {
+            // Only a complete shard gets its length and checksum (and is then renamed in).
+            Some(sum) => {
+                if is_sum {
+                    shard.write_all(&sum.to_le_bytes())?;
+                }
+                shard.finish()
+            }
+            None => shard.flush(),
+        },
+        None => {
+            if let Some(sum) = pump(&mut plain, format, rx, &written)?.filter(|_| is_sum) {
+                writeln!(plain, "{sum}")?;
+            }
+            plain.flush()
+        }
+    }
+}
+
+/// Writes outputs as they come until the channel closes; returns the sum of `sum` outputs
+/// (zero in other formats) if the run was complete, `None` if it stopped short.
+fn pump(
+    out: &mut dyn Write,
+    format: Format,
+    mut rx: mpsc::UnboundedReceiver<Option<Released>>,
+    written: &watch::Sender<u64>,
+) -> io::Result<Option<I256>> {
     let mut sum = I256::ZERO;
-    let mut complete = false;
     while let Some(msg) = rx.blocking_recv() {
         let Some(Released { end, bytes: chunk }) = msg else {
-            complete = true;
-            break;
+            return Ok(Some(sum));
         };
         match format {
             // A failed item skipped under --keep-going leaves an empty output.
@@ -110,8 +156,6 @@ fn write_all(
         }
         written.send_replace(end);
     }
-    if complete && format == Format::Sum {
-        writeln!(out, "{sum}")?;
-    }
-    out.flush()
+    out.flush()?;
+    Ok(None)
 }

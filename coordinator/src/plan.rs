@@ -3,6 +3,7 @@
 use crate::chunk::{self, Chunks};
 use crate::cli::{FetchArgs, MapArgs, OutputFormat};
 use crate::errors::Error;
+use crate::shard::{Header, MAX_TASK_LEN};
 use powerpool_shared::{task, Format};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct MapPlan {
     pub keep_going: bool,
     pub task_timeout: Option<Duration>,
     pub max_tasks_per_worker: Option<u64>,
+    /// `--shard`: the header of the shard file to write (length and checksum filled at the end).
+    pub shard: Option<Header>,
 }
 
 /// Everything a batch of fetches needs.
@@ -112,7 +115,16 @@ impl MapPlan {
             OutputFormat::Sum => Format::Sum,
             OutputFormat::Bin => Format::Bin,
         };
-        let (start, end) = args.range;
+        let whole = args.range;
+        let (start, end) = match args.shard {
+            Some(shard) => {
+                let (a, b) = shard.slice(Chunks::new(whole.0, whole.1, 1).items());
+                // Both offsets lie within the range, so start + offset fits an i64.
+                let at = |off: u128| (i128::from(whole.0) + off as i128) as i64;
+                (at(a), at(b))
+            }
+            None => whole,
+        };
         let wanted = args.workers.unwrap_or_else(default_workers);
         let len = u64::try_from(Chunks::new(start, end, 1).items()).unwrap_or(u64::MAX);
         if let Some(size) = args.chunk_size {
@@ -126,6 +138,20 @@ impl MapPlan {
         }
         let size = args.chunk_size.unwrap_or_else(|| chunk::auto_size(len, wanted, format));
         let chunks = Chunks::new(start, end, size);
+        if args.shard.is_some() && args.task.len() > MAX_TASK_LEN {
+            return Err(Error::Usage(format!(
+                "--shard: the task name is longer than {MAX_TASK_LEN} bytes"
+            )));
+        }
+        let shard = args.shard.map(|shard| Header {
+            format,
+            range: whole,
+            shard,
+            items: u64::try_from(chunks.items()).unwrap_or(u64::MAX),
+            payload_len: 0,
+            checksum: 0,
+            task: args.task.clone(),
+        });
         let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
         let fetch = (!args.fetch.is_empty()).then_some(FetchPlan {
             urls: args.fetch,
@@ -145,6 +171,7 @@ impl MapPlan {
             keep_going: args.keep_going,
             task_timeout: args.task_timeout,
             max_tasks_per_worker: args.max_tasks_per_worker,
+            shard,
         })
     }
 }
@@ -189,7 +216,7 @@ fn read_url_list(path: &Path) -> Result<Vec<url::Url>, Error> {
     Ok(urls)
 }
 
-fn format_name(format: Format) -> &'static str {
+pub fn format_name(format: Format) -> &'static str {
     match format {
         Format::Lines => "lines",
         Format::Bin => "bin",
