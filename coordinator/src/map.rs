@@ -28,7 +28,9 @@ pub async fn run(
                 |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
             let (pending, file) = PendingFile::create(path).map_err(cannot)?;
             let sink = match &plan.shard {
-                Some(shard) => Sink::Shard(ShardWriter::new(file, shard.clone()).map_err(cannot)?),
+                Some(shard) => {
+                    Sink::Shard(Box::new(ShardWriter::new(file, shard.clone()).map_err(cannot)?))
+                }
                 None => Sink::File(file),
             };
             (sink, Some(pending))

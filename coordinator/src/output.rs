@@ -52,7 +52,7 @@ pub enum Sink {
     Stdout,
     File(File),
     /// A `--shard` file: a `sum` is written as 32 binary bytes, for `merge` to add up.
-    Shard(ShardWriter),
+    Shard(Box<ShardWriter>),
 }
 
 impl Sink {
@@ -60,7 +60,7 @@ impl Sink {
         match self {
             Sink::Stdout => (Box::new(BufWriter::with_capacity(256 << 10, io::stdout())), None),
             Sink::File(f) => (Box::new(BufWriter::with_capacity(256 << 10, f)), None),
-            Sink::Shard(s) => (Box::new(io::sink()), Some(s)),
+            Sink::Shard(s) => (Box::new(io::sink()), Some(*s)),
         }
     }
 }
