@@ -69,6 +69,27 @@ pub fn write_frame<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), Code
     patch_length(dst, start)
 }
 
+/// How many bytes precede the payload in a `Done` frame: a worker leaves this much room at the
+/// front of its output buffer, writes the payload after it, and then fills it in with
+/// [`finish_done_frame`], so the payload is never copied into a frame.
+pub const DONE_PREFIX: usize = LENGTH_PREFIX + DONE_HEADER;
+
+/// Fills in the first [`DONE_PREFIX`] bytes of `frame`, whose remaining bytes are the payload of
+/// chunk `chunk`, making it the same frame [`write_done_frame`] writes.
+pub fn finish_done_frame(frame: &mut [u8], chunk: u64, items: u64) -> Result<(), CodecError> {
+    let payload = frame.len().checked_sub(DONE_PREFIX).ok_or(CodecError::TooLarge(0))?;
+    let body = DONE_HEADER + payload;
+    if body > MAX_FRAME {
+        return Err(CodecError::TooLarge(body));
+    }
+    frame[0..4].copy_from_slice(&(body as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&DONE_TAG.to_le_bytes());
+    frame[8..16].copy_from_slice(&chunk.to_le_bytes());
+    frame[16..24].copy_from_slice(&items.to_le_bytes());
+    frame[24..32].copy_from_slice(&(payload as u64).to_le_bytes());
+    Ok(())
+}
+
 /// Appends the frame of `FromWorker::Done(ChunkDone { chunk, items, payload })` to `dst`,
 /// without first moving `payload` into a message.
 pub fn write_done_frame(

@@ -154,6 +154,11 @@ proptest! {
                 let mut fast_frame = BytesMut::new();
                 write_done_frame(d.chunk, d.items, &d.payload, &mut fast_frame).expect("encodes");
                 prop_assert_eq!(&fast_frame[..], &frame[..]);
+                // The in-place path a worker uses: room first, payload after, header last.
+                let mut in_place = vec![0u8; DONE_PREFIX];
+                in_place.extend_from_slice(&d.payload);
+                finish_done_frame(&mut in_place, d.chunk, d.items).expect("encodes");
+                prop_assert_eq!(&in_place[..], &frame[..]);
             }
             (Incoming::Other(m), _) => prop_assert_eq!(&m, &msg),
             (Incoming::Done { .. }, _) => prop_assert!(false, "fast path took a non-Done"),

@@ -150,6 +150,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.flush_buf().await
     }
 
+    /// Sends one frame already encoded in `frame` (for example by
+    /// [`codec::finish_done_frame`]), without copying it.
+    pub async fn send_encoded(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.io.write_all(frame).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
     /// Sends bytes as they are, framing included. For tests that play a broken peer.
     pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), SendError> {
         self.io.write_all(&bytes).await?;

@@ -4,10 +4,12 @@
 //! [`ChunkTask`] whose loops are monomorphised for that function, so the only dynamic dispatch is
 //! one virtual call per chunk, never one per item.
 
-use powerpool_shared::{task, Format, I256};
+use powerpool_shared::{codec, task, Format, I256};
 use std::time::Duration;
 
-/// The output of one chunk, built in a buffer that is reused from chunk to chunk.
+/// The output of one chunk, built in a buffer that is reused from chunk to chunk. The buffer
+/// starts with room for the frame header ([`codec::DONE_PREFIX`]), so the finished output is
+/// sent as one frame without being copied.
 #[derive(Debug, Default)]
 pub struct ChunkOutput {
     buf: Vec<u8>,
@@ -16,9 +18,14 @@ pub struct ChunkOutput {
 }
 
 impl ChunkOutput {
-    /// The bytes to send back.
+    /// The chunk's output bytes (the payload).
     pub fn bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf.get(codec::DONE_PREFIX..).unwrap_or_default()
+    }
+
+    /// The whole buffer, header room included, for [`codec::finish_done_frame`].
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 
     /// The input that was being computed when the chunk stopped.
@@ -28,6 +35,7 @@ impl ChunkOutput {
 
     fn reset(&mut self, start: i64) {
         self.buf.clear();
+        self.buf.resize(codec::DONE_PREFIX, 0);
         self.current = start;
     }
 }
@@ -47,6 +55,9 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
         match format {
             Format::Lines => {
                 let mut digits = itoa::Buffer::new();
+                // One reservation for the whole chunk: no growth checks that reallocate.
+                let items = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+                out.buf.reserve(items.saturating_mul(Format::Lines.max_bytes_per_item()));
                 for x in start..end {
                     out.current = x;
                     let text = digits.format(f(x));
@@ -55,9 +66,16 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
                 }
             }
             Format::Bin => {
-                for x in start..end {
+                // Size the buffer once, then fill fixed 16-byte slots: no per-item length or
+                // capacity bookkeeping, so the loop vectorises.
+                let items = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+                let base = out.buf.len();
+                out.buf.resize(base + items * 16, 0);
+                let mut x = start;
+                for slot in out.buf[base..].chunks_exact_mut(16) {
                     out.current = x;
-                    out.buf.extend_from_slice(&f(x).to_le_bytes());
+                    slot.copy_from_slice(&f(x).to_le_bytes());
+                    x += 1;
                 }
             }
             Format::Sum => {

@@ -47,7 +47,10 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
     while let Some(frame) = session.reader.next_frame().await? {
         match codec::decode::<ToWorker>(&frame)? {
             ToWorker::Run(run) => match compute(task, run, &session, &mut out) {
-                Ok(items) => session.writer.send_done(run.chunk, items, out.bytes()).await?,
+                Ok(items) => {
+                    codec::finish_done_frame(out.frame_mut(), run.chunk, items)?;
+                    session.writer.send_encoded(out.frame_mut()).await?;
+                }
                 Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
             },
             ToWorker::Shutdown => return Ok(exit::OK),
