@@ -71,11 +71,9 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
                 let items = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
                 let base = out.buf.len();
                 out.buf.resize(base + items * 16, 0);
-                let mut x = start;
-                for slot in out.buf[base..].chunks_exact_mut(16) {
+                for (x, slot) in (start..end).zip(out.buf[base..].chunks_exact_mut(16)) {
                     out.current = x;
                     slot.copy_from_slice(&f(x).to_le_bytes());
-                    x += 1;
                 }
             }
             Format::Sum => {
