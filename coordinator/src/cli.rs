@@ -30,6 +30,13 @@ pub enum Command {
     Merge(MergeArgs),
     /// List the built-in tasks.
     Tasks,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `powerpool man > powerpool.1`.
+    Man,
     /// Run as a worker process (started by powerpool itself).
     #[command(hide = true)]
     Worker,
@@ -84,6 +91,13 @@ pub struct MapArgs {
     /// `powerpool merge` (needs --output). Fits Slurm arrays and Kubernetes indexed jobs.
     #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, requires = "output")]
     pub shard: Option<crate::shard::Shard>,
+    /// At the end, write a JSON report of the run to PATH (counts, timings, failed inputs).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Write one JSON line per chunk attempt to PATH (range, worker pid, attempt, start,
+    /// duration, outcome), like GNU parallel's --joblog.
+    #[arg(long, value_name = "PATH")]
+    pub joblog: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +134,9 @@ pub struct FetchArgs {
     /// ends that request as ERR:too-large.
     #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
     pub max_body: u64,
+    /// At the end, write a JSON report to PATH (status counts, latency percentiles, rate).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 }
 
 /// The default `--max-body`: 100 MiB.

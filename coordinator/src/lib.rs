@@ -21,11 +21,14 @@ pub mod errors;
 pub mod exit_codes;
 pub mod fetch;
 pub mod gather;
+pub mod joblog;
 pub mod map;
 pub mod merge;
 pub mod output;
 pub mod plan;
 pub mod pool;
+pub mod progress;
+pub mod report;
 pub mod shard;
 pub mod signal;
 
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
+    let quiet = cli.quiet;
     match cli.command {
         Command::Tasks => {
             for task in powerpool_shared::task::public() {
@@ -72,7 +76,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Map(args) => {
-            let plan = plan::MapPlan::from_args(args)?;
+            let mut plan = plan::MapPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let mut interrupts = signal::listen().map_err(Error::Runtime)?;
@@ -84,13 +89,23 @@ fn run(cli: Cli) -> Result<(), Error> {
             result
         }
         Command::Fetch(args) => {
-            let plan = plan::FetchPlan::from_args(args)?;
+            let mut plan = plan::FetchPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
             let result = rt.block_on(fetch::command(plan));
             rt.shutdown_background();
             result
         }
         Command::Merge(args) => merge::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "powerpool", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(&mut std::io::stdout()).map_err(Error::Output)
+        }
         Command::Worker => unreachable!("handled before logging starts"),
     }
 }
@@ -160,5 +175,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    powerpool_worker::diag::init_logging(&format!("powerpool={level},warn"));
+    powerpool_worker::diag::init_logging_to(&format!("powerpool={level},warn"), || {
+        progress::Stderr
+    });
 }

@@ -2,9 +2,12 @@
 
 use crate::errors::Error;
 use crate::fetch;
+use crate::joblog::Joblog;
 use crate::output::{PendingFile, Sink, Writer};
 use crate::plan::MapPlan;
 use crate::pool::{self, Job, Stop};
+use crate::progress;
+use crate::report::Report;
 use crate::shard::ShardWriter;
 use crate::signal::Interrupt;
 use std::io;
@@ -16,26 +19,53 @@ use tokio::sync::mpsc;
 const INTERRUPTED_FLUSH: Duration = Duration::from_secs(2);
 
 /// Runs `plan`; stops early on an error or an interrupt, leaving an exact prefix on stdout and
-/// no `--output` file.
+/// no `--output` file. Writes `--report` whatever the outcome.
 pub async fn run(
     plan: MapPlan,
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let (sink, pending) = match &plan.output {
-        Some(path) => {
-            let cannot =
-                |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
-            let (pending, file) = PendingFile::create(path).map_err(cannot)?;
-            let sink = match &plan.shard {
-                Some(shard) => {
-                    Sink::Shard(Box::new(ShardWriter::new(file, shard.clone()).map_err(cannot)?))
-                }
-                None => Sink::File(file),
-            };
-            (sink, Some(pending))
+    let mut observers = pool::Observers::default();
+    if let Some(path) = &plan.joblog {
+        let log = Joblog::create(path, started).map_err(|e| {
+            Error::Usage(format!("cannot write --joblog '{}': {e}", path.display()))
+        })?;
+        observers.joblog = Some(log);
+    }
+    let (stats, written, result) = execute(&plan, interrupts, &mut observers).await;
+    progress::finish();
+    if let Some(log) = observers.joblog.take() {
+        if let Err(err) = log.finish() {
+            tracing::warn!("the joblog is incomplete: {err}");
         }
-        None => (Sink::Stdout, None),
+    }
+    if result.is_ok() {
+        report_faults(&stats);
+    }
+    let result = match (result, stats.failed_count) {
+        (Ok(()), 0) => Ok(()),
+        (Ok(()), failed) => Err(Error::Partial { failed }),
+        (Err(err), _) => Err(err),
+    };
+    if let Some(path) = &plan.report {
+        let report = Report::new(&plan, &stats, written, started.elapsed(), &result);
+        if let Err(err) = report.write(path) {
+            tracing::warn!("cannot write --report '{}': {err}", path.display());
+        }
+    }
+    result
+}
+
+/// The run itself: returns what happened, how many inputs were written, and the outcome.
+async fn execute(
+    plan: &MapPlan,
+    interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
+    observers: &mut pool::Observers,
+) -> (pool::Stats, u64, Result<(), Error>) {
+    let opened = open_sink(plan);
+    let (sink, pending) = match opened {
+        Ok(parts) => parts,
+        Err(err) => return (pool::Stats::default(), 0, Err(err)),
     };
     let fetches = plan.fetch.clone().map(|f| tokio::spawn(fetch::beside_map(f)));
     let mut writer = Writer::start(sink, plan.format);
@@ -50,34 +80,34 @@ pub async fn run(
         task_timeout: plan.task_timeout,
         max_tasks_per_worker: plan.max_tasks_per_worker,
     };
-    let result = if plan.chunks.count() == 0 {
-        Ok(pool::Stats::default())
+    let total = u64::try_from(plan.chunks.items()).unwrap_or(u64::MAX);
+    if plan.progress {
+        observers.progress = Some(progress::for_map(total));
+    }
+    let (stats, result) = if plan.chunks.count() == 0 {
+        (pool::Stats::default(), Ok(()))
     } else {
-        pool::run(&job, &mut writer, interrupts).await
+        pool::run(&job, &mut writer, interrupts, observers).await
     };
-    // Under --keep-going a sum without the failed inputs is still printed (exit 5 says so).
+    let written = *writer.written.borrow();
     let complete = result.is_ok();
     let flushed = if complete {
         writer.finish(true).await
     } else {
         tokio::time::timeout(INTERRUPTED_FLUSH, writer.finish(false)).await.unwrap_or(Ok(()))
     };
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(Stop::WriterGone) => {
-            return Err(Error::Output(
-                flushed.err().unwrap_or_else(|| io::Error::other("the writer stopped")),
-            ));
-        }
-        Err(Stop::Fatal(err)) => return Err(err),
-        Err(Stop::Interrupted(int)) => {
-            return Err(Error::Interrupted { name: int.name, code: int.code })
-        }
+    let outcome = match result {
+        Ok(()) => flushed.map_err(Error::Output),
+        Err(Stop::WriterGone) => Err(Error::Output(
+            flushed.err().unwrap_or_else(|| io::Error::other("the writer stopped")),
+        )),
+        Err(Stop::Fatal(err)) => Err(err),
+        Err(Stop::Interrupted(int)) => Err(Error::Interrupted { name: int.name, code: int.code }),
     };
-    flushed.map_err(Error::Output)?;
-    if let Some(pending) = pending {
-        pending.commit().map_err(Error::Output)?;
-    }
+    let outcome = outcome.and_then(|()| match pending {
+        Some(pending) => pending.commit().map_err(Error::Output),
+        None => Ok(()),
+    });
     tracing::info!(
         items = %plan.chunks.items(),
         chunks = plan.chunks.count(),
@@ -86,21 +116,34 @@ pub async fn run(
         retried = stats.retried,
         timeouts = stats.timeouts,
         recycled = stats.recycled,
-        elapsed_ms = started.elapsed().as_millis() as u64,
         "map finished"
     );
-    report_faults(&stats);
-    if stats.failed_count > 0 {
-        return Err(Error::Partial { failed: stats.failed_count });
-    }
-    if let Some(fetches) = fetches {
-        let total = plan.fetch.as_ref().map_or(0, |f| f.urls.len());
-        let failed = fetches.await.map_err(|e| Error::Http(e.to_string()))??;
-        if failed > 0 {
-            return Err(Error::FetchFailed { failed, total });
+    let outcome = match (outcome, fetches) {
+        (Ok(()), Some(fetches)) => {
+            let total = plan.fetch.as_ref().map_or(0, |f| f.urls.len());
+            match fetches.await.map_err(|e| Error::Http(e.to_string())) {
+                Ok(Ok(0)) => Ok(()),
+                Ok(Ok(failed)) => Err(Error::FetchFailed { failed, total }),
+                Ok(Err(err)) | Err(err) => Err(err),
+            }
         }
-    }
-    Ok(())
+        (outcome, _) => outcome,
+    };
+    (stats, written, outcome)
+}
+
+/// Where the results go: stdout, an `--output` file, or a `--shard` file.
+fn open_sink(plan: &MapPlan) -> Result<(Sink, Option<PendingFile>), Error> {
+    let Some(path) = &plan.output else { return Ok((Sink::Stdout, None)) };
+    let cannot = |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
+    let (pending, file) = PendingFile::create(path).map_err(cannot)?;
+    let sink = match &plan.shard {
+        Some(shard) => {
+            Sink::Shard(Box::new(ShardWriter::new(file, shard.clone()).map_err(cannot)?))
+        }
+        None => Sink::File(file),
+    };
+    Ok((sink, Some(pending)))
 }
 
 /// The end-of-run summary on stderr: one line of counts when anything went wrong (silent

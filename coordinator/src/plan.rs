@@ -26,6 +26,12 @@ pub struct MapPlan {
     pub max_tasks_per_worker: Option<u64>,
     /// `--shard`: the header of the shard file to write (length and checksum filled at the end).
     pub shard: Option<Header>,
+    /// The range as given (under `--shard`, the whole range, not the slice).
+    pub range: [i64; 2],
+    pub report: Option<PathBuf>,
+    pub joblog: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
 }
 
 /// Everything a batch of fetches needs.
@@ -36,6 +42,9 @@ pub struct FetchPlan {
     pub timeout: Duration,
     /// The largest body accepted, in bytes.
     pub max_body: u64,
+    pub report: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
 }
 
 /// The program (and arguments) that becomes a worker process.
@@ -158,6 +167,8 @@ impl MapPlan {
             concurrency: 100,
             timeout: args.timeout,
             max_body: crate::cli::DEFAULT_MAX_BODY,
+            report: None,
+            progress: false,
         });
         Ok(MapPlan {
             task: args.task,
@@ -172,6 +183,10 @@ impl MapPlan {
             task_timeout: args.task_timeout,
             max_tasks_per_worker: args.max_tasks_per_worker,
             shard,
+            range: [whole.0, whole.1],
+            report: args.report,
+            joblog: args.joblog,
+            progress: false,
         })
     }
 }
@@ -190,6 +205,8 @@ impl FetchPlan {
             concurrency: args.concurrency,
             timeout: args.timeout,
             max_body: args.max_body,
+            report: args.report,
+            progress: false,
         })
     }
 }

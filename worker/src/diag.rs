@@ -6,12 +6,21 @@ use std::panic::PanicHookInfo;
 /// Logs to stderr without timestamps or targets, coloured only on a terminal. `RUST_LOG`
 /// overrides `default_filter` (an `EnvFilter` directive such as `warn`).
 pub fn init_logging(default_filter: &str) {
+    init_logging_to(default_filter, std::io::stderr);
+}
+
+/// [`init_logging`] through `writer` (the coordinator passes one that lifts its progress bar
+/// out of the way of each line).
+pub fn init_logging_to<W>(default_filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()

@@ -29,15 +29,17 @@ impl Supervisor<'_> {
         writer: &Writer,
     ) -> Result<(), Stop> {
         let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
-        let Some(pos) = w.in_flight.iter().position(|&(t, _)| t == failed.chunk) else {
+        let Some(pos) = w.in_flight.iter().position(|f| f.tag == failed.chunk) else {
             return Ok(());
         };
-        let (_, unit) = w.in_flight.remove(pos);
+        let attempt = w.in_flight.remove(pos);
+        let unit = attempt.unit;
         let pid = w.pid.unwrap_or(0);
         w.completed += 1;
         self.answered += 1;
         let at = failed.item.and_then(|x| self.job.chunks.offset_of(x, unit.first, unit.end));
         tracing::warn!("worker pid {pid}: {}", failed.reason);
+        self.log_attempt(pid, &attempt, &format!("failed: {}", failed.reason));
         self.blame(unit, at, format!("{} (worker pid {pid})", failed.reason), writer)
     }
 
@@ -74,12 +76,15 @@ impl Supervisor<'_> {
                 self.no_answer_yet(&pid, &how)?;
             }
         }
-        let mut lost = w.in_flight.into_iter().map(|(_, u)| u);
+        let pid_n = w.pid.unwrap_or(0);
+        let mut lost = w.in_flight.into_iter();
         if let Some(running) = lost.next() {
-            for unit in lost {
-                self.work.requeue(unit);
+            for queued in lost {
+                self.log_attempt(pid_n, &queued, "requeued: its worker died before starting it");
+                self.work.requeue(queued.unit);
             }
-            self.blame(running, None, format!("worker pid {pid} {how}"), writer)?;
+            self.log_attempt(pid_n, &running, &format!("died: {how}"));
+            self.blame(running.unit, None, format!("worker pid {pid} {how}"), writer)?;
         }
         if self.needs_workers() {
             self.schedule_respawn();
@@ -128,6 +133,9 @@ impl Supervisor<'_> {
             (n, _) => Duration::from_millis(25 << (n - 1).min(6)).min(Duration::from_secs(1)),
         };
         self.stats.restarts += 1;
+        if let Some(bar) = &self.observers.progress {
+            bar.set_message(format!("{} restart(s)", self.stats.restarts));
+        }
         self.respawns_due += 1;
         self.respawn_at = Instant::now() + delay;
     }

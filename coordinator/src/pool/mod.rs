@@ -34,6 +34,13 @@ pub struct Job {
     pub max_tasks_per_worker: Option<u64>,
 }
 
+/// What watches a run besides its output: the joblog and the progress bar.
+#[derive(Debug, Default)]
+pub struct Observers {
+    pub joblog: Option<crate::joblog::Joblog>,
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
 /// An input given up under `--keep-going`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedItem {

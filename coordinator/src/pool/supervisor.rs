@@ -6,9 +6,10 @@ use super::listener::{self, Authenticated, SocketDir};
 use super::process::SpawnSpec;
 use super::slot::{self, Slot, SlotCmd, SlotEvent, SlotLimits};
 use super::work::{Unit, Work};
-use super::{Job, Stats};
+use super::{Job, Observers, Stats};
 use crate::errors::Error;
 use crate::gather::Gather;
+use crate::joblog::Attempt;
 use crate::output::Writer;
 use crate::signal::Interrupt;
 use bytes::Bytes;
@@ -42,12 +43,20 @@ pub(super) struct Worker {
     pub slot: Slot,
     pub pid: Option<u32>,
     pub ready: bool,
-    /// Units sent and not answered, oldest first, by tag.
-    pub in_flight: Vec<(u64, Unit)>,
+    /// Units sent and not answered, oldest first.
+    pub in_flight: Vec<InFlight>,
     /// Units answered.
     pub completed: u64,
     /// Told to shut down after its last unit (`--max-tasks-per-worker`).
     pub retiring: bool,
+}
+
+/// A unit sent to a worker: its tag, and when it was sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InFlight {
+    pub tag: u64,
+    pub unit: Unit,
+    pub sent: Instant,
 }
 
 pub(super) struct Supervisor<'a> {
@@ -77,18 +86,28 @@ pub(super) struct Supervisor<'a> {
     pub respawn_at: Instant,
     stopping: Option<(Interrupt, Instant)>,
     pub stats: Stats,
+    pub observers: &'a mut Observers,
 }
 
 /// Runs `job` to the end, writing outputs in order through `writer`.
+/// Returns what happened along the way whether or not the run succeeded.
 pub async fn run(
     job: &Job,
     writer: &mut Writer,
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
-) -> Result<Stats, Stop> {
-    let dir = SocketDir::create().map_err(Error::Socket)?;
-    let socket = dir.socket_path();
-    let listener = transport::bind(&socket).map_err(Error::Socket)?;
-    let token = listener::new_token().map_err(Error::Socket)?;
+    observers: &mut Observers,
+) -> (Stats, Result<(), Stop>) {
+    let setup = (|| {
+        let dir = SocketDir::create()?;
+        let socket = dir.socket_path();
+        let listener = transport::bind(&socket)?;
+        let token = listener::new_token()?;
+        Ok((dir, socket, listener, token))
+    })();
+    let (dir, socket, listener, token) = match setup {
+        Ok(parts) => parts,
+        Err(err) => return (Stats::default(), Err(Stop::Fatal(Error::Socket(err)))),
+    };
     let (auth_tx, mut auth_rx) = mpsc::unbounded_channel();
     let accept = tokio::spawn(listener::accept_loop(listener, token, auth_tx));
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -115,6 +134,7 @@ pub async fn run(
         respawn_at: Instant::now(),
         stopping: None,
         stats: Stats::default(),
+        observers,
     };
     for _ in 0..job.workers {
         sup.spawn_worker();
@@ -124,10 +144,7 @@ pub async fn run(
     sup.stop_all(kill, &mut events_rx).await;
     accept.abort();
     drop(dir);
-    match result {
-        Ok(()) => Ok(sup.stats),
-        Err(stop) => Err(stop),
-    }
+    (std::mem::take(&mut sup.stats), result)
 }
 
 impl Supervisor<'_> {
@@ -168,6 +185,9 @@ impl Supervisor<'_> {
                 changed = writer.written.changed() => {
                     if changed.is_err() {
                         return Err(Stop::WriterGone);
+                    }
+                    if let Some(bar) = &self.observers.progress {
+                        bar.set_position(*writer.written.borrow());
                     }
                 }
                 () = tokio::time::sleep_until(self.respawn_at), if self.respawns_due > 0 => {
@@ -238,7 +258,7 @@ impl Supervisor<'_> {
                 let msg = self.job.chunks.message(tag, unit.first, unit.end);
                 if w.slot.cmd.send(SlotCmd::Run(msg)).is_ok() {
                     self.next_tag += 1;
-                    w.in_flight.push((tag, unit));
+                    w.in_flight.push(InFlight { tag, unit, sent: Instant::now() });
                 } else {
                     self.work.requeue(unit);
                 }
@@ -284,9 +304,11 @@ impl Supervisor<'_> {
         writer: &Writer,
     ) -> Result<(), Stop> {
         let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
-        let pos = w.in_flight.iter().position(|&(t, _)| t == tag);
-        let fits = |u: &Unit| u.len() == items && output_fits(self.job.format, items, output.len());
-        let Some(unit) = pos.map(|p| w.in_flight[p].1).filter(fits) else {
+        let pos = w.in_flight.iter().position(|f| f.tag == tag);
+        let fits = |f: &InFlight| {
+            f.unit.len() == items && output_fits(self.job.format, items, output.len())
+        };
+        let Some(done) = pos.map(|p| w.in_flight[p]).filter(fits) else {
             tracing::warn!(
                 id,
                 tag,
@@ -297,14 +319,32 @@ impl Supervisor<'_> {
             let _ = w.slot.cmd.send(SlotCmd::Kill);
             return Ok(());
         };
-        w.in_flight.retain(|&(t, _)| t != tag);
+        w.in_flight.retain(|f| f.tag != tag);
         w.completed += 1;
+        let pid = w.pid.unwrap_or(0);
         self.answered += 1;
         // Progress: the failures so far were not "workers cannot start at all".
         self.start_failures = 0;
         self.deaths_in_a_row = 0;
         self.retire_if_due(id);
-        self.release(unit.first, unit.end, output, writer)
+        self.log_attempt(pid, &done, "done");
+        self.release(done.unit.first, done.unit.end, output, writer)
+    }
+
+    /// Records one finished attempt in the joblog, if there is one.
+    pub fn log_attempt(&mut self, pid: u32, f: &InFlight, outcome: &str) {
+        let Some(log) = self.observers.joblog.as_mut() else { return };
+        let chunks = &self.job.chunks;
+        log.record(&Attempt {
+            chunk: f.unit.first / chunks.size(),
+            first: chunks.item(f.unit.first),
+            end: chunks.item(f.unit.end),
+            pid,
+            attempt: f.unit.failures + 1,
+            start_s: f.sent.duration_since(log.started.into()).as_secs_f64(),
+            duration_s: f.sent.elapsed().as_secs_f64(),
+            outcome,
+        });
     }
 
     /// Hands a unit's output to the gather, and whatever is now in order to the writer.
@@ -347,6 +387,14 @@ impl Supervisor<'_> {
     /// Ends every worker and waits until each has been reaped: no orphan, no zombie.
     async fn stop_all(&mut self, kill: bool, events_rx: &mut mpsc::UnboundedReceiver<SlotEvent>) {
         self.respawns_due = 0;
+        let cancelled: Vec<(u32, InFlight)> = self
+            .workers
+            .values()
+            .flat_map(|w| w.in_flight.iter().map(|f| (w.pid.unwrap_or(0), *f)))
+            .collect();
+        for (pid, f) in cancelled {
+            self.log_attempt(pid, &f, "cancelled");
+        }
         for w in self.workers.values() {
             let _ = w.slot.cmd.send(if kill { SlotCmd::Kill } else { SlotCmd::Shutdown });
         }
