@@ -8,9 +8,10 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// One output released in order: the bytes of offsets up to `end`.
+/// One output released: the bytes of offsets `first..end`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Released {
+    pub first: u64,
     pub end: u64,
     pub bytes: Bytes,
 }
@@ -38,8 +39,8 @@ impl Gather {
         self.pending.insert(first, (end, output));
         let mut ready = Vec::new();
         while let Some((end, bytes)) = self.pending.remove(&self.next) {
+            ready.push(Released { first: self.next, end, bytes });
             self.next = end;
-            ready.push(Released { end, bytes });
         }
         Some(ready)
     }

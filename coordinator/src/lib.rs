@@ -14,7 +14,13 @@
 //!
 //! Errors are [`errors::Error`]; this file alone prints them, as one line on stderr, and maps
 //! them to the exit statuses of [`exit_codes`].
+//!
+//! # As a library
+//!
+//! [`Pool`] runs the same pool from Rust code and returns results as async streams; see
+//! [`api`]. Custom tasks live in worker binaries built on the `powerpool-worker` crate.
 
+pub mod api;
 pub mod chunk;
 pub mod cli;
 pub mod errors;
@@ -32,9 +38,11 @@ pub mod report;
 pub mod shard;
 pub mod signal;
 
+pub use api::{MapStream, Pool, PoolBuilder, UnorderedStream};
+pub use errors::Error;
+
 use clap::Parser;
 use cli::{Cli, Command};
-use errors::Error;
 use std::process::ExitCode;
 
 /// The `powerpool` program: parses arguments, runs, prints any error, returns the exit status.

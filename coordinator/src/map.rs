@@ -79,6 +79,7 @@ async fn execute(
         keep_going: plan.keep_going,
         task_timeout: plan.task_timeout,
         max_tasks_per_worker: plan.max_tasks_per_worker,
+        ordered: true,
     };
     let total = u64::try_from(plan.chunks.items()).unwrap_or(u64::MAX);
     if plan.progress {

@@ -72,17 +72,35 @@ pub struct Writer {
     tx: mpsc::UnboundedSender<Option<Released>>,
     /// Every offset of the range below this one has been written.
     pub written: watch::Receiver<u64>,
-    task: JoinHandle<io::Result<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// The consuming end of [`Writer::channel`]: outputs in release order, `None` once the run is
+/// complete (the channel closing without it means the run stopped short).
+#[derive(Debug)]
+pub struct Feed {
+    pub rx: mpsc::UnboundedReceiver<Option<Released>>,
+    pub written: watch::Sender<u64>,
 }
 
 impl Writer {
     /// Starts the writer task over `sink`. In `Sum` format chunk outputs are 32-byte partial
     /// sums, added up and printed as one line at the end.
     pub fn start(sink: Sink, format: Format) -> Writer {
+        let (mut writer, feed) = Writer::channel();
+        let Feed { rx, written } = feed;
+        writer.task =
+            Some(tokio::task::spawn_blocking(move || write_all(sink, format, rx, written)));
+        writer
+    }
+
+    /// A writer whose outputs go to whoever holds the [`Feed`] (the library's result streams),
+    /// which reports through `Feed::written` how far it has consumed: that is what throttles
+    /// dispatch, and dropping the feed stops the run.
+    pub fn channel() -> (Writer, Feed) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (written_tx, written) = watch::channel(0);
-        let task = tokio::task::spawn_blocking(move || write_all(sink, format, rx, written_tx));
-        Writer { tx, written, task }
+        (Writer { tx, written, task: None }, Feed { rx, written: written_tx })
     }
 
     /// Queues the next output in order. Fails only if the writer task has stopped (on a write
@@ -98,7 +116,10 @@ impl Writer {
             let _ = self.tx.send(None);
         }
         drop(self.tx);
-        self.task.await.map_err(io::Error::other)?
+        match self.task {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
     }
 }
 
@@ -140,7 +161,7 @@ fn pump(
 ) -> io::Result<Option<I256>> {
     let mut sum = I256::ZERO;
     while let Some(msg) = rx.blocking_recv() {
-        let Some(Released { end, bytes: chunk }) = msg else {
+        let Some(Released { end, bytes: chunk, .. }) = msg else {
             return Ok(Some(sum));
         };
         match format {

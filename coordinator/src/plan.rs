@@ -52,6 +52,8 @@ pub struct FetchPlan {
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// Extra environment for the workers (they inherit the coordinator's otherwise).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl WorkerCommand {
@@ -59,7 +61,7 @@ impl WorkerCommand {
     pub fn current_exe() -> Result<WorkerCommand, Error> {
         let program = std::env::current_exe()
             .map_err(|e| Error::Usage(format!("cannot find this program's own path: {e}")))?;
-        Ok(WorkerCommand { program, args: vec!["worker".into()] })
+        Ok(WorkerCommand { program, args: vec!["worker".into()], env: Vec::new() })
     }
 
     /// A user-chosen worker executable: a path, or a bare name looked up in `PATH`.
@@ -82,7 +84,7 @@ impl WorkerCommand {
             }
             given.to_path_buf()
         };
-        Ok(WorkerCommand { program, args: Vec::new() })
+        Ok(WorkerCommand { program, args: Vec::new(), env: Vec::new() })
     }
 }
 

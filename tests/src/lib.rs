@@ -24,6 +24,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// An example binary of this workspace (`cargo build --examples`, which scripts/test runs).
+pub fn example(name: &str) -> PathBuf {
+    let path = bin("powerpool").with_file_name("examples").join(name);
+    assert!(path.exists(), "{} is missing: build the examples first", path.display());
+    path
+}
+
 /// `powerpool` with `args`, its environment cleared of proxies, logging settings and the
 /// test-task switch (tests that need the hidden tasks set it themselves).
 pub fn powerpool<I, S>(args: I) -> Command

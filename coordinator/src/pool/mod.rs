@@ -32,6 +32,8 @@ pub struct Job {
     pub task_timeout: Option<Duration>,
     /// Replace each worker after this many chunks.
     pub max_tasks_per_worker: Option<u64>,
+    /// Release outputs in input order (the CLI), or as they arrive (`Pool::map_unordered`).
+    pub ordered: bool,
 }
 
 /// What watches a run besides its output: the joblog and the progress bar.

@@ -92,6 +92,7 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
     let coordinator = std::process::id();
     let mut cmd = Command::new(&spec.command.program);
     cmd.args(&spec.command.args)
+        .envs(spec.command.env.iter().map(|(k, v)| (k, v)))
         .env(env::SOCKET, &spec.socket)
         .env(env::TOKEN, &spec.token_hex)
         .env(env::WORKER_ID, worker_id.to_string())

@@ -8,7 +8,7 @@ use super::slot::{self, Slot, SlotCmd, SlotEvent, SlotLimits};
 use super::work::{Unit, Work};
 use super::{Job, Observers, Stats};
 use crate::errors::Error;
-use crate::gather::Gather;
+use crate::gather::{Gather, Released};
 use crate::joblog::Attempt;
 use crate::output::Writer;
 use crate::signal::Interrupt;
@@ -355,6 +355,15 @@ impl Supervisor<'_> {
         output: Bytes,
         writer: &Writer,
     ) -> Result<(), Stop> {
+        if !self.job.ordered {
+            // The gather only keeps the books (what is done, no duplicates); the bytes go out.
+            if self.gather.accept(first, end, Bytes::new()).is_none() {
+                tracing::warn!(first, end, "dropped a result already delivered");
+            } else if !writer.push(Released { first, end, bytes: output }) {
+                return Err(Stop::WriterGone);
+            }
+            return Ok(());
+        }
         match self.gather.accept(first, end, output) {
             Some(ready) => {
                 for out in ready {
