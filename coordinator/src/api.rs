@@ -248,7 +248,7 @@ impl MapStream {
                 // Held for the run's length: a library run is stopped by dropping its stream.
                 let (_interrupt_tx, mut interrupts) = tokio::sync::mpsc::unbounded_channel();
                 let mut observers = Observers::default();
-                pool::run(&job, &mut writer, &mut interrupts, &mut observers).await.1
+                pool::run(&job, &mut writer, &mut interrupts, &mut observers, None).await.1
             };
             let complete = result.is_ok();
             let _ = writer.finish(complete).await;

@@ -137,6 +137,25 @@ pub struct FetchArgs {
     /// At the end, write a JSON report to PATH (status counts, latency percentiles, rate).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// Compute each 2xx body with byte task TASK (sha256, wc; see `powerpool tasks`) in worker
+    /// processes; its result ends the URL's line.
+    #[arg(long, value_name = "TASK")]
+    pub process: Option<String>,
+    /// Worker processes for --process [default: the number of available cores].
+    #[arg(long, value_name = "N", value_parser = parse_workers, requires = "process")]
+    pub workers: Option<usize>,
+    /// Bytes fetched but not yet computed, at most (--process): fetching waits when it is spent.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub budget: u64,
+    /// Times a body whose worker failed is computed again before its URL gets ERR:task.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_retries, requires = "process")]
+    pub retries: u32,
+    /// End a worker whose body takes longer than this (--process).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "process")]
+    pub task_timeout: Option<Duration>,
+    /// Worker executable for --process instead of this program's own worker mode.
+    #[arg(long, value_name = "PATH", requires = "process")]
+    pub worker_cmd: Option<PathBuf>,
 }
 
 /// The default `--max-body`: 100 MiB.

@@ -78,8 +78,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Tasks => {
+            println!("{:<12} {:<6} ABOUT", "TASK", "INPUT");
             for task in powerpool_shared::task::public() {
-                println!("{:<12} {}", task.name, task.about);
+                println!("{:<12} {:<6} {}", task.name, task.kind.name(), task.about);
             }
             Ok(())
         }
@@ -100,7 +101,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             let mut plan = plan::FetchPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
-            let result = rt.block_on(fetch::command(plan));
+            let result = rt.block_on(async {
+                match plan.process.clone() {
+                    Some(process) => {
+                        let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                        fetch::process_command(plan, process, &mut interrupts).await
+                    }
+                    None => fetch::command(plan).await,
+                }
+            });
             rt.shutdown_background();
             result
         }

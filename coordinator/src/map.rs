@@ -88,7 +88,7 @@ async fn execute(
     let (stats, result) = if plan.chunks.count() == 0 {
         (pool::Stats::default(), Ok(()))
     } else {
-        pool::run(&job, &mut writer, interrupts, observers).await
+        pool::run(&job, &mut writer, interrupts, observers, None).await
     };
     let written = *writer.written.borrow();
     let complete = result.is_ok();

@@ -173,7 +173,7 @@ fn pump(
                 })?;
                 sum.add(part);
             }
-            Format::Lines | Format::Bin => out.write_all(&chunk)?,
+            Format::Lines | Format::Bin | Format::Text => out.write_all(&chunk)?,
         }
         written.send_replace(end);
     }

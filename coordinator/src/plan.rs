@@ -4,7 +4,8 @@ use crate::chunk::{self, Chunks};
 use crate::cli::{FetchArgs, MapArgs, OutputFormat};
 use crate::errors::Error;
 use crate::shard::{Header, MAX_TASK_LEN};
-use powerpool_shared::{task, Format};
+use powerpool_shared::task::{self, TaskKind};
+use powerpool_shared::Format;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +46,19 @@ pub struct FetchPlan {
     pub report: Option<PathBuf>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// `--process`: compute each body in the pool.
+    pub process: Option<ProcessPlan>,
+}
+
+/// `fetch --process TASK` and its pool settings.
+#[derive(Debug, Clone)]
+pub struct ProcessPlan {
+    pub task: String,
+    pub workers: usize,
+    pub worker: WorkerCommand,
+    pub budget: u64,
+    pub retries: u32,
+    pub task_timeout: Option<Duration>,
 }
 
 /// The program (and arguments) that becomes a worker process.
@@ -100,24 +114,38 @@ fn is_executable_file(path: &Path) -> bool {
     }
 }
 
+/// The worker command for `task`, which must be of `kind`. The built-in worker's tasks are known
+/// here; a custom worker's are checked in its handshake.
+pub fn worker_for(
+    task: &str,
+    worker_cmd: Option<&Path>,
+    kind: TaskKind,
+) -> Result<WorkerCommand, Error> {
+    if let Some(path) = worker_cmd {
+        return WorkerCommand::resolve(path);
+    }
+    match task::kind_of(task) {
+        Some(k) if k == kind => WorkerCommand::current_exe(),
+        Some(k) => Err(Error::Usage(format!(
+            "task '{task}' takes {} input, not {} (see `powerpool tasks`)",
+            k.name(),
+            kind.name()
+        ))),
+        None => {
+            let known: Vec<&str> =
+                task::public().filter(|t| t.kind == kind).map(|t| t.name).collect();
+            Err(Error::Usage(format!(
+                "unknown task '{task}' (built-in {} tasks: {}; see `powerpool tasks`)",
+                kind.name(),
+                known.join(", ")
+            )))
+        }
+    }
+}
+
 impl MapPlan {
     pub fn from_args(args: MapArgs) -> Result<MapPlan, Error> {
-        let worker = match &args.worker_cmd {
-            Some(path) => WorkerCommand::resolve(path)?,
-            None => {
-                // The built-in worker's tasks are known here; a custom worker's are checked in
-                // its handshake.
-                if !task::accepts(&args.task) {
-                    let known: Vec<&str> = task::public().map(|t| t.name).collect();
-                    return Err(Error::Usage(format!(
-                        "unknown task '{}' (built-in tasks: {}; see `powerpool tasks`)",
-                        args.task,
-                        known.join(", ")
-                    )));
-                }
-                WorkerCommand::current_exe()?
-            }
-        };
+        let worker = worker_for(&args.task, args.worker_cmd.as_deref(), TaskKind::Int)?;
         if let Some(out) = &args.output {
             check_output_path(out)?;
         }
@@ -171,6 +199,7 @@ impl MapPlan {
             max_body: crate::cli::DEFAULT_MAX_BODY,
             report: None,
             progress: false,
+            process: None,
         });
         Ok(MapPlan {
             task: args.task,
@@ -202,6 +231,17 @@ impl FetchPlan {
         if urls.is_empty() {
             return Err(Error::Usage("no URLs to fetch".to_owned()));
         }
+        let process = match &args.process {
+            Some(task) => Some(ProcessPlan {
+                task: task.clone(),
+                workers: args.workers.unwrap_or_else(default_workers),
+                worker: worker_for(task, args.worker_cmd.as_deref(), TaskKind::Bytes)?,
+                budget: args.budget,
+                retries: args.retries,
+                task_timeout: args.task_timeout,
+            }),
+            None => None,
+        };
         Ok(FetchPlan {
             urls,
             concurrency: args.concurrency,
@@ -209,6 +249,7 @@ impl FetchPlan {
             max_body: args.max_body,
             report: args.report,
             progress: false,
+            process,
         })
     }
 }
@@ -240,6 +281,7 @@ pub fn format_name(format: Format) -> &'static str {
         Format::Lines => "lines",
         Format::Bin => "bin",
         Format::Sum => "sum",
+        Format::Text => "text",
     }
 }
 

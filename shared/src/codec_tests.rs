@@ -27,6 +27,12 @@ fn golden_encodings() {
         format!("00000000{}{}{}{}", "01000000", "0200000000000000", "ab".repeat(32), "07000000")
     );
     assert_eq!(body_hex(&FromWorker::Ready), "01000000");
+    // Variant 4, tag 9, last = true, 2 bytes.
+    let piece = ToWorker::Body(BodyPiece { chunk: 9, last: true, bytes: b"hi".to_vec() });
+    assert_eq!(
+        body_hex(&piece),
+        "04000000090000000000000001020000000000000068 69".replace(' ', "")
+    );
     assert_eq!(
         body_hex(&FromWorker::Fatal(Fatal { reason: "no".into() })),
         "0200000002000000000000006e6f"
@@ -131,7 +137,8 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
 }
 
 fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
-    let format = prop_oneof![Just(Format::Lines), Just(Format::Bin), Just(Format::Sum)];
+    let format =
+        prop_oneof![Just(Format::Lines), Just(Format::Bin), Just(Format::Sum), Just(Format::Text)];
     prop_oneof![
         ("[a-z-]{0,20}", format)
             .prop_map(|(task, format)| ToWorker::Welcome(Welcome { task, format })),
@@ -139,6 +146,8 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
         (any::<u64>(), any::<i64>(), any::<i64>())
             .prop_map(|(chunk, start, end)| ToWorker::Run(RunChunk { chunk, start, end })),
         Just(ToWorker::Shutdown),
+        (any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(chunk, last, bytes)| ToWorker::Body(BodyPiece { chunk, last, bytes })),
     ]
 }
 

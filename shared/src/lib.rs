@@ -39,8 +39,8 @@ pub mod wide;
 
 pub use codec::{CodecError, MAX_FRAME};
 pub use message::{
-    ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Reject, RunChunk, ToWorker, Welcome,
-    TOKEN_LEN,
+    BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Reject, RunChunk,
+    ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
 };
 pub use version::PROTOCOL_VERSION;
 pub use wide::I256;

@@ -21,6 +21,33 @@ pub enum ToWorker {
     Run(RunChunk),
     /// No more work: exit with status 0.
     Shutdown,
+    /// A piece of a body for a byte task (`fetch --process`); a body is one or more pieces,
+    /// the last marked, each at most [`MAX_BODY_PIECE`] bytes.
+    Body(BodyPiece),
+}
+
+/// The largest body piece one frame carries: 1 MiB, so a body of any size travels in bounded
+/// frames.
+pub const MAX_BODY_PIECE: usize = 1 << 20;
+
+/// A piece of the body numbered `chunk` (the coordinator's tag, echoed in the answer).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyPiece {
+    pub chunk: u64,
+    /// The last piece: the worker answers after it.
+    pub last: bool,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for BodyPiece {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyPiece")
+            .field("chunk", &self.chunk)
+            .field("last", &self.last)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// Worker to coordinator.
@@ -115,6 +142,8 @@ pub enum Format {
     Bin,
     /// The chunk's exact sum, as a 32-byte little-endian [`crate::I256`].
     Sum,
+    /// Byte tasks: the result of one body, as UTF-8 text (a digest, counts).
+    Text,
 }
 
 impl Format {
@@ -127,6 +156,7 @@ impl Format {
             Format::Lines => 1 << 18,
             Format::Bin => 1 << 19,
             Format::Sum => crate::MAX_CHUNK_ITEMS,
+            Format::Text => 0,
         }
     }
 
@@ -137,6 +167,8 @@ impl Format {
             Format::Lines => 41,
             Format::Bin => 16,
             Format::Sum => 0,
+            // The whole result of one body.
+            Format::Text => 4096,
         }
     }
 }

@@ -5,10 +5,29 @@
 /// by a user; `powerpool tasks` does not list them.
 pub const TEST_TASKS_ENV: &str = "POWERPOOL_TEST_TASKS";
 
-/// One built-in task: a function from an `i64` input to an `i128` result.
+/// What a task takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    /// An `i64` input to an `i128` result (`map`).
+    Int,
+    /// A body of bytes to a line of text (`fetch --process`).
+    Bytes,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Int => "int",
+            TaskKind::Bytes => "bytes",
+        }
+    }
+}
+
+/// One built-in task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskSpec {
     pub name: &'static str,
+    pub kind: TaskKind,
     pub about: &'static str,
     /// Test tasks exist for the test suite only: they are listed nowhere and accepted only when
     /// [`TEST_TASKS_ENV`] is `1`.
@@ -19,16 +38,31 @@ pub struct TaskSpec {
 pub const TASKS: &[TaskSpec] = &[
     TaskSpec {
         name: "square",
+        kind: TaskKind::Int,
         about: "x -> x*x, exact for every i64 (128-bit result)",
         test_only: false,
     },
     TaskSpec {
         name: "collatz",
+        kind: TaskKind::Int,
         about: "x -> steps of the Collatz map from |x| to 1 (0 for 0 and 1); CPU-heavy",
         test_only: false,
     },
     TaskSpec {
+        name: "sha256",
+        kind: TaskKind::Bytes,
+        about: "body -> its SHA-256 digest, in hex",
+        test_only: false,
+    },
+    TaskSpec {
+        name: "wc",
+        kind: TaskKind::Bytes,
+        about: "body -> `lines words bytes`, counted as `wc` counts them",
+        test_only: false,
+    },
+    TaskSpec {
         name: "slow-square",
+        kind: TaskKind::Int,
         about: "square after sleeping 1 ms per item (tests: a run long enough to disturb)",
         test_only: true,
     },
@@ -118,8 +152,11 @@ impl FaultSpec {
     }
 }
 
-/// Whether `name` is a task this process may ask workers for: a catalogue task, or a fault
-/// task when the test tasks are enabled.
-pub fn accepts(name: &str) -> bool {
-    find(name).is_some() || (test_tasks_enabled() && FaultSpec::parse(name).is_some())
+/// The kind of task `name` is, if this process may ask workers for it: a catalogue task, or a
+/// fault task (an `Int` task) when the test tasks are enabled.
+pub fn kind_of(name: &str) -> Option<TaskKind> {
+    match find(name) {
+        Some(spec) => Some(spec.kind),
+        None => (test_tasks_enabled() && FaultSpec::parse(name).is_some()).then_some(TaskKind::Int),
+    }
 }

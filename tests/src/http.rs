@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 server on 127.0.0.1:0, started in-process by the tests that need one.
 //!
-//! Routes: `/ok/N` answers 200 with N bytes; `/missing` answers 404; `/slow/MS` waits MS
-//! milliseconds, then answers 200. Connections are kept alive, as a real server's are.
+//! Routes: `/ok/N` answers 200 with N bytes; `/text/SEED` answers 200 with
+//! [`text_body`]`(SEED)`; `/missing` answers 404; `/slow/MS` waits MS milliseconds, then answers
+//! 200. Connections are kept alive, as a real server's are.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +102,29 @@ async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>) {
     }
 }
 
+/// The body of `/text/SEED`: a few hundred bytes to a few hundred KiB of words, spaces, tabs
+/// and newlines, different for every seed (a deterministic xorshift), for digest and word-count
+/// tests.
+pub fn text_body(seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let len = 100 + (next() % 300_000) as usize;
+    (0..len)
+        .map(|_| match next() % 16 {
+            0 => b'\n',
+            1 => b' ',
+            2 => b'\t',
+            3 => b'\r',
+            n => b'a' + n as u8,
+        })
+        .collect()
+}
+
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
@@ -109,6 +133,7 @@ async fn route(path: &str) -> (u16, &'static str, Vec<u8>) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     match (parts.next(), parts.next()) {
         (Some("ok"), Some(n)) => (200, "OK", vec![b'x'; n.parse().unwrap_or(0)]),
+        (Some("text"), Some(seed)) => (200, "OK", text_body(seed.parse().unwrap_or(0))),
         (Some("slow"), Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             (200, "OK", b"slow".to_vec())

@@ -78,7 +78,7 @@ fn unknown_task_in_a_custom_worker_is_refused_by_the_worker() {
             .arg(bin("powerpool-worker")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("unknown task 'cube'"), "{stderr}");
+    assert!(stderr.contains("unknown integer task 'cube'"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
 

@@ -12,6 +12,7 @@
 //! The coordinator's own binary runs this code in its hidden `worker` mode; the `powerpool-worker`
 //! binary runs it standalone, for `--worker-cmd`. Either way the entry point is [`main`].
 
+pub mod bytes;
 mod connection;
 pub mod diag;
 mod fault;

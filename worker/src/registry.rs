@@ -4,6 +4,7 @@
 //! [`ChunkTask`] whose loops are monomorphised for that function, so the only dynamic dispatch is
 //! one virtual call per chunk, never one per item.
 
+use crate::bytes::{ByteState, ByteTask, Sha256State, WcState};
 use powerpool_shared::{codec, task, Format, I256};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
                     slot.copy_from_slice(&f(x).to_le_bytes());
                 }
             }
+            // Integer tasks have no text form; the worker refuses such a job before it runs.
+            Format::Text => {}
             Format::Sum => {
                 let mut sum = I256::ZERO;
                 for x in start..end {
@@ -88,9 +91,10 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
     }
 }
 
-/// Named tasks a worker can run.
+/// Named tasks a worker can run: integer tasks for `map`, byte tasks for `fetch --process`.
 pub struct Registry {
     tasks: Vec<(String, Box<dyn ChunkTask>)>,
+    byte_tasks: Vec<(String, Box<dyn ByteTask>)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -102,7 +106,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A registry with no tasks.
     pub fn empty() -> Self {
-        Registry { tasks: Vec::new() }
+        Registry { tasks: Vec::new(), byte_tasks: Vec::new() }
     }
 
     /// The built-in tasks of [`powerpool_shared::task::TASKS`]; the test-only ones only when
@@ -111,6 +115,8 @@ impl Registry {
         let mut reg = Registry::empty();
         reg.register("square", square);
         reg.register("collatz", collatz);
+        reg.register_bytes("sha256", || Box::<Sha256State>::default() as Box<dyn ByteState>);
+        reg.register_bytes("wc", || Box::<WcState>::default() as Box<dyn ByteState>);
         if task::test_tasks_enabled() {
             reg.register("slow-square", |x| {
                 std::thread::sleep(Duration::from_millis(1));
@@ -142,14 +148,30 @@ impl Registry {
         }
     }
 
+    /// Adds (or replaces) a byte task: `start` makes the state for one body.
+    pub fn register_bytes<F>(&mut self, name: &str, start: F) -> &mut Self
+    where
+        F: Fn() -> Box<dyn ByteState> + Send + Sync + 'static,
+    {
+        self.byte_tasks.retain(|(n, _)| n != name);
+        self.byte_tasks.push((name.to_owned(), Box::new(start)));
+        self
+    }
+
+    /// The byte task called `name`.
+    pub fn get_bytes(&self, name: &str) -> Option<&dyn ByteTask> {
+        self.byte_tasks.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_ref())
+    }
+
     /// The task called `name`.
     pub fn get(&self, name: &str) -> Option<&dyn ChunkTask> {
         self.tasks.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_ref())
     }
 
-    /// Names of the registered tasks.
+    /// Names of the registered tasks, integer tasks first.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tasks.iter().map(|(n, _)| n.as_str())
+        let ints = self.tasks.iter().map(|(n, _)| n.as_str());
+        ints.chain(self.byte_tasks.iter().map(|(n, _)| n.as_str()))
     }
 }
 
@@ -194,7 +216,11 @@ mod tests {
     fn every_public_catalogue_task_is_implemented() {
         let reg = Registry::builtin();
         for spec in task::public() {
-            assert!(reg.get(spec.name).is_some(), "{} has no implementation", spec.name);
+            let found = match spec.kind {
+                task::TaskKind::Int => reg.get(spec.name).is_some(),
+                task::TaskKind::Bytes => reg.get_bytes(spec.name).is_some(),
+            };
+            assert!(found, "{} has no implementation", spec.name);
         }
     }
 

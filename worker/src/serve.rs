@@ -1,9 +1,10 @@
 //! The worker loop: one chunk at a time, each answered with one frame.
 
+use crate::bytes::{ByteState, ByteTask};
 use crate::connection::{self, ConnError, Session};
 use crate::exit;
 use crate::registry::{ChunkOutput, ChunkTask, Registry};
-use powerpool_shared::{codec, ChunkFailed, Fatal, FromWorker, RunChunk, ToWorker};
+use powerpool_shared::{codec, ChunkFailed, Fatal, Format, FromWorker, RunChunk, ToWorker};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -35,29 +36,106 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
 }
 
 async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnError> {
-    let Some(task) = registry.get(&session.task) else {
+    let job = if session.format == Format::Text {
+        registry.get_bytes(&session.task).map(Job::Bytes)
+    } else {
+        registry.get(&session.task).map(Job::Int)
+    };
+    let Some(job) = job else {
         let known: Vec<&str> = registry.names().collect();
-        let reason =
-            format!("unknown task '{}' (this worker has: {})", session.task, known.join(", "));
+        let kind = if session.format == Format::Text { "byte" } else { "integer" };
+        let reason = format!(
+            "unknown {kind} task '{}' (this worker has: {})",
+            session.task,
+            known.join(", ")
+        );
         session.writer.send(&FromWorker::Fatal(Fatal { reason })).await?;
         return Ok(exit::REFUSED);
     };
     session.writer.send(&FromWorker::Ready).await?;
     let mut out = ChunkOutput::default();
+    // The body being received, for a byte task: its tag, state and length so far.
+    let mut body: Option<(u64, Box<dyn ByteState>, u64)> = None;
     while let Some(frame) = session.reader.next_frame().await? {
-        match codec::decode::<ToWorker>(&frame)? {
-            ToWorker::Run(run) => match compute(task, run, &session, &mut out) {
+        match (codec::decode::<ToWorker>(&frame)?, &job) {
+            (ToWorker::Run(run), Job::Int(task)) => match compute(*task, run, &session, &mut out) {
                 Ok(items) => {
                     codec::finish_done_frame(out.frame_mut(), run.chunk, items)?;
                     session.writer.send_encoded(out.frame_mut()).await?;
                 }
                 Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
             },
-            ToWorker::Shutdown => return Ok(exit::OK),
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+            (ToWorker::Body(piece), Job::Bytes(task)) => {
+                if body.as_ref().is_some_and(|(tag, _, _)| *tag != piece.chunk) {
+                    return Err(ConnError::Unexpected("a body began before the last ended".into()));
+                }
+                let (tag, mut state, len) =
+                    body.take().unwrap_or_else(|| (piece.chunk, task.start(), 0));
+                let len = len + piece.bytes.len() as u64;
+                let fed = panic::catch_unwind(AssertUnwindSafe(|| {
+                    state.update(&piece.bytes);
+                    state
+                }));
+                let state = match fed {
+                    Ok(state) => state,
+                    Err(_) => {
+                        let reason = take_panic_message().unwrap_or_else(|| "panicked".into());
+                        let failed = ChunkFailed {
+                            chunk: tag,
+                            item: None,
+                            reason: format!("task panicked: {reason}"),
+                        };
+                        session.writer.send(&FromWorker::Failed(failed)).await?;
+                        // The rest of this body's pieces are dropped as they come.
+                        body = None;
+                        skip_until_last(&mut session, tag, piece.last).await?;
+                        continue;
+                    }
+                };
+                if !piece.last {
+                    body = Some((tag, state, len));
+                    continue;
+                }
+                match panic::catch_unwind(AssertUnwindSafe(|| state.finish())) {
+                    Ok(text) => {
+                        let mut frame = bytes::BytesMut::new();
+                        codec::write_done_frame(tag, len, text.as_bytes(), &mut frame)?;
+                        session.writer.send_encoded(&frame).await?;
+                    }
+                    Err(_) => {
+                        let reason = take_panic_message().unwrap_or_else(|| "panicked".into());
+                        let failed = ChunkFailed {
+                            chunk: tag,
+                            item: None,
+                            reason: format!("task panicked: {reason}"),
+                        };
+                        session.writer.send(&FromWorker::Failed(failed)).await?;
+                    }
+                }
+            }
+            (ToWorker::Shutdown, _) => return Ok(exit::OK),
+            (other, _) => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
     }
     Ok(exit::OK)
+}
+
+/// What this connection computes.
+enum Job<'a> {
+    Int(&'a dyn ChunkTask),
+    Bytes(&'a dyn ByteTask),
+}
+
+/// After a failed body, reads and drops its remaining pieces.
+async fn skip_until_last(session: &mut Session, tag: u64, mut last: bool) -> Result<(), ConnError> {
+    while !last {
+        let Some(frame) = session.reader.next_frame().await? else { return Ok(()) };
+        match codec::decode::<ToWorker>(&frame)? {
+            ToWorker::Body(piece) if piece.chunk == tag => last = piece.last,
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Runs one chunk, turning a bad range or a panic into a failure report.

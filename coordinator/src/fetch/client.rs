@@ -78,7 +78,7 @@ pub async fn fetch_one(client: &reqwest::Client, url: url::Url, max_body: u64) -
 }
 
 /// A one-word reason for a transport failure.
-fn classify(err: &reqwest::Error) -> &'static str {
+pub(crate) fn classify(err: &reqwest::Error) -> &'static str {
     if err.is_timeout() {
         return "timeout";
     }

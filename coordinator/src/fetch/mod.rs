@@ -2,8 +2,10 @@
 //! the pool.
 
 mod client;
+mod process;
 
 pub use client::{build, fetch_one, FetchOutcome};
+pub use process::{command as process_command, Hold};
 
 use crate::errors::Error;
 use crate::plan::FetchPlan;

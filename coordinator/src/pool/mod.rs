@@ -9,7 +9,7 @@ mod supervisor;
 mod work;
 
 pub use process::{signal_name, Exit};
-pub use supervisor::{run, Stop};
+pub use supervisor::{run, Body, BodyEvent, Stop};
 
 use crate::chunk::Chunks;
 use crate::plan::WorkerCommand;

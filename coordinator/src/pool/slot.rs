@@ -6,7 +6,9 @@ use super::listener::{Authenticated, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec};
 use bytes::Bytes;
 use powerpool_shared::codec::{self, Incoming};
-use powerpool_shared::{ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome};
+use powerpool_shared::{
+    BodyPiece, ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome, MAX_BODY_PIECE,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,9 @@ pub enum SlotCmd {
     Attach(Box<Authenticated>),
     /// Compute this chunk.
     Run(RunChunk),
+    /// Compute this body (a byte task), sent in pieces of at most `MAX_BODY_PIECE` bytes;
+    /// `tag` names it in the answer, `what` in messages.
+    Body { tag: u64, body: Bytes, what: String },
     /// Finish: the worker exits by itself, or is killed after a grace period.
     Shutdown,
     /// End the worker at once.
@@ -140,7 +145,7 @@ async fn run(
                         conn.peer_pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
                     );
                 }
-                Some(SlotCmd::Run(_)) => {} // never sent before Ready
+                Some(SlotCmd::Run(_) | SlotCmd::Body { .. }) => {} // never sent before Ready
                 Some(SlotCmd::Shutdown | SlotCmd::Kill) | None => {
                     return reap_killed(&mut child).await;
                 }
@@ -166,7 +171,7 @@ async fn run(
     let mut grace_armed = false;
     // Chunks sent and not yet answered, oldest first: the worker computes them in that order,
     // so the oldest is the one running, and the deadline is its.
-    let mut running: VecDeque<RunChunk> = VecDeque::new();
+    let mut running: VecDeque<(u64, String)> = VecDeque::new();
     let deadline = tokio::time::sleep(Duration::MAX);
     tokio::pin!(deadline);
     let mut deadline_armed = false;
@@ -184,7 +189,18 @@ async fn run(
                         tracing::debug!(id, "send failed: {err}");
                         process::kill_group(&mut child);
                     }
-                    running.push_back(chunk);
+                    running.push_back((chunk.chunk, format!("inputs {}..{}", chunk.start, chunk.end)));
+                    if let (1, Some(limit)) = (running.len(), limits.task_timeout) {
+                        deadline.as_mut().reset(Instant::now() + limit);
+                        deadline_armed = true;
+                    }
+                }
+                Some(SlotCmd::Body { tag, body, what }) => {
+                    if let Err(err) = send_body(&mut conn, tag, &body).await {
+                        tracing::debug!(id, "send failed: {err}");
+                        process::kill_group(&mut child);
+                    }
+                    running.push_back((tag, what));
                     if let (1, Some(limit)) = (running.len(), limits.task_timeout) {
                         deadline.as_mut().reset(Instant::now() + limit);
                         deadline_armed = true;
@@ -204,7 +220,7 @@ async fn run(
             frame = conn.reader.next_frame(), if reading => match frame {
                 Ok(Some(body)) => match forward(id, body, events, &mut ended.note) {
                     Ok(Some(tag)) => {
-                        if running.front().is_some_and(|c| c.chunk == tag) {
+                        if running.front().is_some_and(|(t, _)| *t == tag) {
                             running.pop_front();
                         }
                         deadline_armed = false;
@@ -236,11 +252,9 @@ async fn run(
             () = &mut deadline, if deadline_armed => {
                 deadline_armed = false;
                 let limit = limits.task_timeout.unwrap_or_default();
-                if let Some(c) = running.front() {
-                    ended.note = Some(format!(
-                        "timed out: inputs {}..{} took longer than --task-timeout {limit:?}",
-                        c.start, c.end
-                    ));
+                if let Some((_, what)) = running.front() {
+                    ended.note =
+                        Some(format!("timed out: {what} took longer than --task-timeout {limit:?}"));
                 }
                 ended.timed_out = true;
                 process::terminate_group(&child);
@@ -249,6 +263,26 @@ async fn run(
             }
         }
     }
+}
+
+/// Sends a body as `Body` frames of at most `MAX_BODY_PIECE` bytes, the last one marked (an
+/// empty body is one empty last piece).
+async fn send_body(
+    conn: &mut Authenticated,
+    tag: u64,
+    body: &Bytes,
+) -> Result<(), powerpool_shared::transport::SendError> {
+    let mut pieces = body.chunks(MAX_BODY_PIECE).peekable();
+    if pieces.peek().is_none() {
+        let piece = BodyPiece { chunk: tag, last: true, bytes: Vec::new() };
+        return conn.writer.send(&ToWorker::Body(piece)).await;
+    }
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let piece = BodyPiece { chunk: tag, last, bytes: piece.to_vec() };
+        conn.writer.send(&ToWorker::Body(piece)).await?;
+    }
+    Ok(())
 }
 
 /// Reads what a worker sent before it exited (a last result, or why it could not run the job),

@@ -15,7 +15,7 @@ use crate::signal::Interrupt;
 use bytes::Bytes;
 use powerpool_shared::env::to_hex;
 use powerpool_shared::{transport, Format, Welcome, PIPELINE_DEPTH};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -59,6 +59,31 @@ pub(super) struct InFlight {
     pub sent: Instant,
 }
 
+/// A body fetched for `fetch --process` (`body: None`: the fetch failed, nothing to compute).
+#[derive(Debug)]
+pub struct BodyEvent {
+    pub index: u64,
+    pub body: Option<Body>,
+}
+
+/// A fetched body, holding its share of the fetch budget until its result is in.
+#[derive(Debug)]
+pub struct Body {
+    pub bytes: Bytes,
+    pub url: String,
+    pub hold: crate::fetch::Hold,
+}
+
+/// The next body event, or never when there is no (more) body channel.
+async fn next_body(
+    bodies: &mut Option<&mut mpsc::UnboundedReceiver<BodyEvent>>,
+) -> Option<BodyEvent> {
+    match bodies {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) struct Supervisor<'a> {
     pub job: &'a Job,
     spec: Arc<SpawnSpec>,
@@ -68,6 +93,8 @@ pub(super) struct Supervisor<'a> {
     /// Tags name each dispatch of a unit; the worker echoes them.
     next_tag: u64,
     pub work: Work,
+    /// Bodies fetched and not yet computed (`fetch --process`), by URL index.
+    pub bodies: HashMap<u64, Body>,
     pub gather: Gather,
     /// The end offset of the range.
     pub total: u64,
@@ -96,6 +123,7 @@ pub async fn run(
     writer: &mut Writer,
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
     observers: &mut Observers,
+    mut bodies: Option<&mut mpsc::UnboundedReceiver<BodyEvent>>,
 ) -> (Stats, Result<(), Stop>) {
     let setup = (|| {
         let dir = SocketDir::create()?;
@@ -121,7 +149,11 @@ pub async fn run(
         workers: BTreeMap::new(),
         next_id: 0,
         next_tag: 0,
-        work: Work::new(job.chunks, window, job.retries),
+        work: match bodies {
+            Some(_) => Work::bodies(job.chunks.count(), job.retries),
+            None => Work::new(job.chunks, window, job.retries),
+        },
+        bodies: HashMap::new(),
         gather: Gather::new(),
         total: job.chunks.offsets(job.chunks.count().saturating_sub(1)).1,
         poisoned: None,
@@ -139,7 +171,7 @@ pub async fn run(
     for _ in 0..job.workers {
         sup.spawn_worker();
     }
-    let result = sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts).await;
+    let result = sup.main_loop(writer, &mut auth_rx, &mut events_rx, interrupts, &mut bodies).await;
     let kill = !matches!(result, Ok(()));
     sup.stop_all(kill, &mut events_rx).await;
     accept.abort();
@@ -154,6 +186,7 @@ impl Supervisor<'_> {
         auth_rx: &mut mpsc::UnboundedReceiver<Result<Authenticated, String>>,
         events_rx: &mut mpsc::UnboundedReceiver<SlotEvent>,
         interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
+        bodies: &mut Option<&mut mpsc::UnboundedReceiver<BodyEvent>>,
     ) -> Result<(), Stop> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
@@ -194,6 +227,16 @@ impl Supervisor<'_> {
                     self.respawns_due -= 1;
                     self.spawn_worker();
                 }
+                event = next_body(bodies) => match event {
+                    Some(BodyEvent { index, body: Some(body) }) => {
+                        self.bodies.insert(index, body);
+                        self.work.make_ready(index);
+                    }
+                    Some(BodyEvent { index, body: None }) => {
+                        self.release(index, index + 1, Bytes::new(), writer)?;
+                    }
+                    None => *bodies = None,
+                },
                 Some(int) = interrupts.recv() => {
                     if self.stopping.is_some() {
                         return Err(Stop::Interrupted(int));
@@ -255,8 +298,15 @@ impl Supervisor<'_> {
                 }
                 let Some(unit) = self.work.next(written) else { return };
                 let tag = self.next_tag;
-                let msg = self.job.chunks.message(tag, unit.first, unit.end);
-                if w.slot.cmd.send(SlotCmd::Run(msg)).is_ok() {
+                let cmd = match self.bodies.get(&unit.first) {
+                    Some(body) => SlotCmd::Body {
+                        tag,
+                        body: body.bytes.clone(),
+                        what: format!("the body of {}", body.url),
+                    },
+                    None => SlotCmd::Run(self.job.chunks.message(tag, unit.first, unit.end)),
+                };
+                if w.slot.cmd.send(cmd).is_ok() {
                     self.next_tag += 1;
                     w.in_flight.push(InFlight { tag, unit, sent: Instant::now() });
                 } else {
@@ -305,8 +355,13 @@ impl Supervisor<'_> {
     ) -> Result<(), Stop> {
         let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
         let pos = w.in_flight.iter().position(|f| f.tag == tag);
+        // `items` counts inputs, or for a body its bytes.
+        let expected = |f: &InFlight| match self.bodies.get(&f.unit.first) {
+            Some(body) => body.bytes.len() as u64,
+            None => f.unit.len(),
+        };
         let fits = |f: &InFlight| {
-            f.unit.len() == items && output_fits(self.job.format, items, output.len())
+            expected(f) == items && output_fits(self.job.format, items, output.len())
         };
         let Some(done) = pos.map(|p| w.in_flight[p]).filter(fits) else {
             tracing::warn!(
@@ -355,6 +410,8 @@ impl Supervisor<'_> {
         output: Bytes,
         writer: &Writer,
     ) -> Result<(), Stop> {
+        // A body's memory (and its share of the fetch budget) goes once its result is in.
+        self.bodies.remove(&first);
         if !self.job.ordered {
             // The gather only keeps the books (what is done, no duplicates); the bytes go out.
             if self.gather.accept(first, end, Bytes::new()).is_none() {
@@ -434,5 +491,7 @@ fn output_fits(format: Format, items: u64, len: usize) -> bool {
         }
         Format::Bin => len == items * 16,
         Format::Sum => len == 32,
+        // One body's result line; `items` is the body's length.
+        Format::Text => len <= Format::Text.max_bytes_per_item() as u64,
     }
 }

@@ -21,7 +21,7 @@
 //! window past the last result written, which is what bounds memory.
 
 use crate::chunk::Chunks;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A piece of the range to compute: offsets `first..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,12 +66,29 @@ pub struct Work {
     retries: u32,
     /// Nothing at or past this offset is dispatched (the run stops before a failed item).
     limit: u64,
+    /// Bodies mode (`fetch --process`): units are bodies, dispatched once fetched, in any
+    /// order; the fetch budget bounds memory instead of the window.
+    ready: Option<BTreeSet<u64>>,
 }
 
 impl Work {
     pub fn new(chunks: Chunks, window: u64, retries: u32) -> Work {
         let limit = chunks.offsets(chunks.count().saturating_sub(1)).1;
-        Work { chunks, next_new: 0, again: BTreeMap::new(), window, retries, limit }
+        Work { chunks, next_new: 0, again: BTreeMap::new(), window, retries, limit, ready: None }
+    }
+
+    /// Work over `count` bodies, each dispatched once [`Work::make_ready`] says it arrived.
+    pub fn bodies(count: u64, retries: u32) -> Work {
+        let mut work = Work::new(Chunks::new(0, count as i64, 1), 0, retries);
+        work.ready = Some(BTreeSet::new());
+        work
+    }
+
+    /// Bodies mode: body `index` can be dispatched.
+    pub fn make_ready(&mut self, index: u64) {
+        if let Some(ready) = &mut self.ready {
+            ready.insert(index);
+        }
     }
 
     /// The next unit to dispatch, given the offset written so far; `None` when nothing may be
@@ -79,6 +96,9 @@ impl Work {
     pub fn next(&mut self, written: u64) -> Option<Unit> {
         if let Some((_, unit)) = self.again.pop_first() {
             return Some(unit);
+        }
+        if let Some(ready) = &mut self.ready {
+            return ready.pop_first().map(|i| Unit::new(i, i + 1, 0, false));
         }
         let written_chunks = written / self.chunks.size();
         let max = written_chunks.saturating_add(self.window).min(self.chunks.count());
