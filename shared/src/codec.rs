@@ -153,6 +153,44 @@ pub fn decode_from_worker(mut body: BytesMut) -> Result<Incoming, CodecError> {
     decode(&body).map(Incoming::Other)
 }
 
+/// `ToWorker::Body`'s variant index.
+const BODY_TAG: u32 = 4;
+/// Tag, chunk, last, bytes length.
+const BODY_HEADER: usize = 4 + 8 + 1 + 8;
+
+/// The first bytes of the frame of `ToWorker::Body(BodyPiece { chunk, last, bytes })` whose
+/// bytes are `len` long: length prefix included, so that writing these and then the bytes
+/// themselves sends that very frame without copying the bytes into a message.
+pub fn body_piece_header(
+    chunk: u64,
+    last: bool,
+    len: usize,
+) -> Result<[u8; LENGTH_PREFIX + BODY_HEADER], CodecError> {
+    let body = BODY_HEADER + len;
+    if body > MAX_FRAME {
+        return Err(CodecError::TooLarge(body));
+    }
+    let mut h = [0u8; LENGTH_PREFIX + BODY_HEADER];
+    h[0..4].copy_from_slice(&(body as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&BODY_TAG.to_le_bytes());
+    h[8..16].copy_from_slice(&chunk.to_le_bytes());
+    h[16] = u8::from(last);
+    h[17..25].copy_from_slice(&(len as u64).to_le_bytes());
+    Ok(h)
+}
+
+/// Reads a `ToWorker::Body` frame body in place: `(chunk, last, bytes)`, the bytes borrowed from
+/// the frame; `None` if the frame is not exactly such a message (the generic decoder then says
+/// what it is).
+pub fn body_piece(body: &[u8]) -> Option<(u64, bool, &[u8])> {
+    if body.len() < BODY_HEADER || read_u32(body, 0) != BODY_TAG || body[12] > 1 {
+        return None;
+    }
+    let len = read_u64(body, 13);
+    (len == (body.len() - BODY_HEADER) as u64)
+        .then(|| (read_u64(body, 4), body[12] == 1, &body[BODY_HEADER..]))
+}
+
 /// The protocol version in the body of a first frame, if it is shaped like a `Hello`: variant 0,
 /// then the version. This never changes across versions, so any peer can be told why it is
 /// refused.

@@ -177,7 +177,17 @@ proptest! {
     #[test]
     fn to_worker_round_trips(msg in arb_to_worker()) {
         let frame = frame_of(&msg);
-        prop_assert_eq!(decode::<ToWorker>(&frame[4..]).expect("decodes"), msg);
+        prop_assert_eq!(decode::<ToWorker>(&frame[4..]).expect("decodes"), msg.clone());
+        if let ToWorker::Body(p) = &msg {
+            // The zero-copy paths: header + bytes is the frame; the in-place read gives back
+            // the fields.
+            let mut parts = body_piece_header(p.chunk, p.last, p.bytes.len()).expect("fits").to_vec();
+            parts.extend_from_slice(&p.bytes);
+            prop_assert_eq!(&parts[..], &frame[..]);
+            prop_assert_eq!(body_piece(&frame[4..]), Some((p.chunk, p.last, &p.bytes[..])));
+        } else {
+            prop_assert_eq!(body_piece(&frame[4..]), None);
+        }
     }
 
     #[test]
@@ -186,5 +196,6 @@ proptest! {
         let _ = decode::<FromWorker>(&body);
         let _ = decode_from_worker(BytesMut::from(&body[..]));
         let _ = hello_version(&body);
+        let _ = body_piece(&body);
     }
 }

@@ -158,6 +158,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Sends one frame made of `head` (length prefix and message header) then `tail` (its
+    /// payload), without joining them in a buffer.
+    pub async fn send_parts(&mut self, head: &[u8], tail: &[u8]) -> Result<(), SendError> {
+        self.io.write_all(head).await?;
+        self.io.write_all(tail).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
     /// Sends bytes as they are, framing included. For tests that play a broken peer.
     pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), SendError> {
         self.io.write_all(&bytes).await?;

@@ -55,8 +55,13 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
     session.writer.send(&FromWorker::Ready).await?;
     let mut out = ChunkOutput::default();
     // The body being received, for a byte task: its tag, state and length so far.
-    let mut body: Option<(u64, Box<dyn ByteState>, u64)> = None;
+    let mut body: BodyInProgress = None;
     while let Some(frame) = session.reader.next_frame().await? {
+        // Body pieces are read in place, without copying their bytes into a message.
+        if let (Job::Bytes(task), Some((tag, last, bytes))) = (&job, codec::body_piece(&frame)) {
+            on_piece(&mut session, *task, &mut body, tag, last, bytes).await?;
+            continue;
+        }
         match (codec::decode::<ToWorker>(&frame)?, &job) {
             (ToWorker::Run(run), Job::Int(task)) => match compute(*task, run, &session, &mut out) {
                 Ok(items) => {
@@ -66,58 +71,60 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
                 Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
             },
             (ToWorker::Body(piece), Job::Bytes(task)) => {
-                if body.as_ref().is_some_and(|(tag, _, _)| *tag != piece.chunk) {
-                    return Err(ConnError::Unexpected("a body began before the last ended".into()));
-                }
-                let (tag, mut state, len) =
-                    body.take().unwrap_or_else(|| (piece.chunk, task.start(), 0));
-                let len = len + piece.bytes.len() as u64;
-                let fed = panic::catch_unwind(AssertUnwindSafe(|| {
-                    state.update(&piece.bytes);
-                    state
-                }));
-                let state = match fed {
-                    Ok(state) => state,
-                    Err(_) => {
-                        let reason = take_panic_message().unwrap_or_else(|| "panicked".into());
-                        let failed = ChunkFailed {
-                            chunk: tag,
-                            item: None,
-                            reason: format!("task panicked: {reason}"),
-                        };
-                        session.writer.send(&FromWorker::Failed(failed)).await?;
-                        // The rest of this body's pieces are dropped as they come.
-                        body = None;
-                        skip_until_last(&mut session, tag, piece.last).await?;
-                        continue;
-                    }
-                };
-                if !piece.last {
-                    body = Some((tag, state, len));
-                    continue;
-                }
-                match panic::catch_unwind(AssertUnwindSafe(|| state.finish())) {
-                    Ok(text) => {
-                        let mut frame = bytes::BytesMut::new();
-                        codec::write_done_frame(tag, len, text.as_bytes(), &mut frame)?;
-                        session.writer.send_encoded(&frame).await?;
-                    }
-                    Err(_) => {
-                        let reason = take_panic_message().unwrap_or_else(|| "panicked".into());
-                        let failed = ChunkFailed {
-                            chunk: tag,
-                            item: None,
-                            reason: format!("task panicked: {reason}"),
-                        };
-                        session.writer.send(&FromWorker::Failed(failed)).await?;
-                    }
-                }
+                on_piece(&mut session, *task, &mut body, piece.chunk, piece.last, &piece.bytes)
+                    .await?;
             }
             (ToWorker::Shutdown, _) => return Ok(exit::OK),
             (other, _) => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
     }
     Ok(exit::OK)
+}
+
+/// The body being received: its tag, the task's state and the length so far.
+type BodyInProgress = Option<(u64, Box<dyn ByteState>, u64)>;
+
+/// Feeds one piece of body `tag` to its task; after the last piece, sends the result (or the
+/// failure, if the task panicked; the body's remaining pieces are then skipped).
+async fn on_piece(
+    session: &mut Session,
+    task: &dyn ByteTask,
+    body: &mut BodyInProgress,
+    tag: u64,
+    last: bool,
+    bytes: &[u8],
+) -> Result<(), ConnError> {
+    if body.as_ref().is_some_and(|(t, _, _)| *t != tag) {
+        return Err(ConnError::Unexpected("a body began before the last ended".into()));
+    }
+    let (tag, mut state, len) = body.take().unwrap_or_else(|| (tag, task.start(), 0));
+    let len = len + bytes.len() as u64;
+    let fed = panic::catch_unwind(AssertUnwindSafe(|| {
+        state.update(bytes);
+        state
+    }));
+    let failure = |reason: Option<String>| ChunkFailed {
+        chunk: tag,
+        item: None,
+        reason: format!("task panicked: {}", reason.unwrap_or_else(|| "panicked".into())),
+    };
+    let Ok(state) = fed else {
+        session.writer.send(&FromWorker::Failed(failure(take_panic_message()))).await?;
+        return skip_until_last(session, tag, last).await;
+    };
+    if !last {
+        *body = Some((tag, state, len));
+        return Ok(());
+    }
+    match panic::catch_unwind(AssertUnwindSafe(|| state.finish())) {
+        Ok(text) => {
+            let mut frame = bytes::BytesMut::new();
+            codec::write_done_frame(tag, len, text.as_bytes(), &mut frame)?;
+            session.writer.send_encoded(&frame).await?;
+        }
+        Err(_) => session.writer.send(&FromWorker::Failed(failure(take_panic_message()))).await?,
+    }
+    Ok(())
 }
 
 /// What this connection computes.
@@ -130,9 +137,9 @@ enum Job<'a> {
 async fn skip_until_last(session: &mut Session, tag: u64, mut last: bool) -> Result<(), ConnError> {
     while !last {
         let Some(frame) = session.reader.next_frame().await? else { return Ok(()) };
-        match codec::decode::<ToWorker>(&frame)? {
-            ToWorker::Body(piece) if piece.chunk == tag => last = piece.last,
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        match codec::body_piece(&frame) {
+            Some((t, l, _)) if t == tag => last = l,
+            _ => return Err(ConnError::Unexpected("not the rest of a failed body".into())),
         }
     }
     Ok(())

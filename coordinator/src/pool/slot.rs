@@ -6,9 +6,7 @@ use super::listener::{Authenticated, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec};
 use bytes::Bytes;
 use powerpool_shared::codec::{self, Incoming};
-use powerpool_shared::{
-    BodyPiece, ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome, MAX_BODY_PIECE,
-};
+use powerpool_shared::{ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome, MAX_BODY_PIECE};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,13 +272,13 @@ async fn send_body(
 ) -> Result<(), powerpool_shared::transport::SendError> {
     let mut pieces = body.chunks(MAX_BODY_PIECE).peekable();
     if pieces.peek().is_none() {
-        let piece = BodyPiece { chunk: tag, last: true, bytes: Vec::new() };
-        return conn.writer.send(&ToWorker::Body(piece)).await;
+        let head = codec::body_piece_header(tag, true, 0)?;
+        return conn.writer.send_parts(&head, &[]).await;
     }
+    // Each piece goes out straight from the fetched body: no copy into a message.
     while let Some(piece) = pieces.next() {
-        let last = pieces.peek().is_none();
-        let piece = BodyPiece { chunk: tag, last, bytes: piece.to_vec() };
-        conn.writer.send(&ToWorker::Body(piece)).await?;
+        let head = codec::body_piece_header(tag, pieces.peek().is_none(), piece.len())?;
+        conn.writer.send_parts(&head, piece).await?;
     }
     Ok(())
 }
