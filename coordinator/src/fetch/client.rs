@@ -50,35 +50,61 @@ pub fn build(concurrency: usize, timeout: Duration) -> Result<reqwest::Client, S
         .map_err(|e| e.to_string())
 }
 
+/// A response whose body is being read, piece by piece, within a size limit.
+#[derive(Debug)]
+pub(crate) struct Download {
+    response: reqwest::Response,
+    max_body: u64,
+    received: u64,
+}
+
+impl Download {
+    /// Sends the GET; refuses at once a body announced longer than `max_body`.
+    pub(crate) async fn start(
+        client: &reqwest::Client,
+        url: &url::Url,
+        max_body: u64,
+    ) -> Result<Download, &'static str> {
+        let response = client.get(url.clone()).send().await.map_err(|e| classify(&e))?;
+        if response.content_length().is_some_and(|n| n > max_body) {
+            return Err("too-large");
+        }
+        Ok(Download { response, max_body, received: 0 })
+    }
+
+    pub(crate) fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    /// The next piece of body; `ERR:too-large` once more than `max_body` bytes arrived.
+    pub(crate) async fn next_piece(&mut self) -> Result<Option<bytes::Bytes>, &'static str> {
+        let piece = self.response.chunk().await.map_err(|e| classify(&e))?;
+        self.received += piece.as_ref().map_or(0, |p| p.len() as u64);
+        if self.received > self.max_body {
+            return Err("too-large");
+        }
+        Ok(piece)
+    }
+}
+
 /// GETs `url`, reading (and counting, not keeping) the whole body; a body longer than
 /// `max_body` bytes (announced or received) ends the request as `ERR:too-large`.
 pub async fn fetch_one(client: &reqwest::Client, url: url::Url, max_body: u64) -> FetchOutcome {
     let start = Instant::now();
     let mut bytes = 0u64;
-    let status = match client.get(url.clone()).send().await {
-        Ok(response) if response.content_length().is_some_and(|n| n > max_body) => Err("too-large"),
-        Ok(mut response) => {
-            let code = response.status().as_u16();
-            loop {
-                match response.chunk().await {
-                    Ok(Some(piece)) => {
-                        bytes += piece.len() as u64;
-                        if bytes > max_body {
-                            break Err("too-large");
-                        }
-                    }
-                    Ok(None) => break Ok(code),
-                    Err(err) => break Err(classify(&err)),
-                }
-            }
+    let status = async {
+        let mut download = Download::start(client, &url, max_body).await?;
+        while let Some(piece) = download.next_piece().await? {
+            bytes += piece.len() as u64;
         }
-        Err(err) => Err(classify(&err)),
-    };
+        Ok(download.status())
+    }
+    .await;
     FetchOutcome { url, status, bytes, elapsed: start.elapsed() }
 }
 
 /// A one-word reason for a transport failure.
-pub(crate) fn classify(err: &reqwest::Error) -> &'static str {
+fn classify(err: &reqwest::Error) -> &'static str {
     if err.is_timeout() {
         return "timeout";
     }

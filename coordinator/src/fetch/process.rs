@@ -9,7 +9,7 @@
 //! the whole budget) cannot wedge the others, one fetch at a time may go into *overdraft* and
 //! finish its body beyond the budget: memory stays under budget + `--max-body`.
 
-use super::client::{classify, FetchOutcome};
+use super::client::{Download, FetchOutcome};
 use crate::errors::Error;
 use crate::output::{Feed, Writer};
 use crate::plan::{FetchPlan, ProcessPlan};
@@ -143,28 +143,17 @@ async fn fetch_body(
     let mut hold = Hold::default();
     let mut held = 0usize;
     let mut body = BytesMut::new();
-    let status = match client.get(url.clone()).send().await {
-        Ok(response) if response.content_length().is_some_and(|n| n > max_body) => Err("too-large"),
-        Ok(mut response) => {
-            let code = response.status().as_u16();
-            loop {
-                match response.chunk().await {
-                    Ok(Some(piece)) => {
-                        if (body.len() + piece.len()) as u64 > max_body {
-                            break Err("too-large");
-                        }
-                        if hold._overdraft.is_none() {
-                            take_budget(budget, piece.len(), &mut hold, &mut held).await;
-                        }
-                        body.extend_from_slice(&piece);
-                    }
-                    Ok(None) => break Ok(code),
-                    Err(err) => break Err(classify(&err)),
-                }
+    let status = async {
+        let mut download = Download::start(client, &url, max_body).await?;
+        while let Some(piece) = download.next_piece().await? {
+            if hold._overdraft.is_none() {
+                take_budget(budget, piece.len(), &mut hold, &mut held).await;
             }
+            body.extend_from_slice(&piece);
         }
-        Err(err) => Err(classify(&err)),
-    };
+        Ok(download.status())
+    }
+    .await;
     let outcome = FetchOutcome { url, status, bytes: body.len() as u64, elapsed: start.elapsed() };
     let body = outcome.is_success().then(|| (body.freeze(), hold));
     (outcome, body)
