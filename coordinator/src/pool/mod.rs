@@ -4,12 +4,14 @@
 mod failures;
 mod listener;
 mod process;
+mod results;
 mod slot;
 mod supervisor;
 mod work;
 
 pub use process::{signal_name, Exit};
-pub use supervisor::{run, Body, BodyEvent, Stop};
+pub use results::{Body, BodyEvent};
+pub use supervisor::{run, Stop};
 
 use crate::chunk::Chunks;
 use crate::plan::WorkerCommand;

@@ -1,20 +1,21 @@
 //! The supervisor loop: the one place that decides. It owns the work still to do, the table of
-//! workers and the ordered gather; slots and the listener report to it by message. What a
-//! failure means is decided in `failures.rs`, on the same state.
+//! workers and the ordered gather; slots and the listener report to it by message. What comes
+//! back is handled in `results.rs`, what a failure means in `failures.rs`, on the same state.
 
 use super::listener::{self, Authenticated, SocketDir};
 use super::process::SpawnSpec;
+use super::results::{next_body, Body, BodyEvent};
 use super::slot::{self, Slot, SlotCmd, SlotEvent, SlotLimits};
 use super::work::{Unit, Work};
 use super::{Job, Observers, Stats};
 use crate::errors::Error;
-use crate::gather::{Gather, Released};
-use crate::joblog::Attempt;
+use crate::gather::Gather;
+
 use crate::output::Writer;
 use crate::signal::Interrupt;
 use bytes::Bytes;
 use powerpool_shared::env::to_hex;
-use powerpool_shared::{transport, Format, Welcome, PIPELINE_DEPTH};
+use powerpool_shared::{transport, Welcome, PIPELINE_DEPTH};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,31 +58,6 @@ pub(super) struct InFlight {
     pub tag: u64,
     pub unit: Unit,
     pub sent: Instant,
-}
-
-/// A body fetched for `fetch --process` (`body: None`: the fetch failed, nothing to compute).
-#[derive(Debug)]
-pub struct BodyEvent {
-    pub index: u64,
-    pub body: Option<Body>,
-}
-
-/// A fetched body, holding its share of the fetch budget until its result is in.
-#[derive(Debug)]
-pub struct Body {
-    pub bytes: Bytes,
-    pub url: String,
-    pub hold: crate::fetch::Hold,
-}
-
-/// The next body event, or never when there is no (more) body channel.
-async fn next_body(
-    bodies: &mut Option<&mut mpsc::UnboundedReceiver<BodyEvent>>,
-) -> Option<BodyEvent> {
-    match bodies {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 pub(super) struct Supervisor<'a> {
@@ -345,111 +321,6 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn on_done(
-        &mut self,
-        id: u64,
-        tag: u64,
-        items: u64,
-        output: Bytes,
-        writer: &Writer,
-    ) -> Result<(), Stop> {
-        let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
-        let pos = w.in_flight.iter().position(|f| f.tag == tag);
-        // `items` counts inputs, or for a body its bytes.
-        let expected = |f: &InFlight| match self.bodies.get(&f.unit.first) {
-            Some(body) => body.bytes.len() as u64,
-            None => f.unit.len(),
-        };
-        let fits = |f: &InFlight| {
-            expected(f) == items && output_fits(self.job.format, items, output.len())
-        };
-        let Some(done) = pos.map(|p| w.in_flight[p]).filter(fits) else {
-            tracing::warn!(
-                id,
-                tag,
-                items,
-                len = output.len(),
-                "worker sent a result that does not fit its chunk; replacing it"
-            );
-            let _ = w.slot.cmd.send(SlotCmd::Kill);
-            return Ok(());
-        };
-        w.in_flight.retain(|f| f.tag != tag);
-        w.completed += 1;
-        let pid = w.pid.unwrap_or(0);
-        self.answered += 1;
-        // Progress: the failures so far were not "workers cannot start at all".
-        self.start_failures = 0;
-        self.deaths_in_a_row = 0;
-        self.retire_if_due(id);
-        self.log_attempt(pid, &done, "done");
-        self.release(done.unit.first, done.unit.end, output, writer)
-    }
-
-    /// Records one finished attempt in the joblog, if there is one.
-    pub fn log_attempt(&mut self, pid: u32, f: &InFlight, outcome: &str) {
-        let Some(log) = self.observers.joblog.as_mut() else { return };
-        let chunks = &self.job.chunks;
-        log.record(&Attempt {
-            chunk: f.unit.first / chunks.size(),
-            first: chunks.item(f.unit.first),
-            end: chunks.item(f.unit.end),
-            pid,
-            attempt: f.unit.failures + 1,
-            start_s: f.sent.duration_since(log.started.into()).as_secs_f64(),
-            duration_s: f.sent.elapsed().as_secs_f64(),
-            outcome,
-        });
-    }
-
-    /// Hands a unit's output to the gather, and whatever is now in order to the writer.
-    pub fn release(
-        &mut self,
-        first: u64,
-        end: u64,
-        output: Bytes,
-        writer: &Writer,
-    ) -> Result<(), Stop> {
-        // A body's memory (and its share of the fetch budget) goes once its result is in.
-        self.bodies.remove(&first);
-        if !self.job.ordered {
-            // The gather only keeps the books (what is done, no duplicates); the bytes go out.
-            if self.gather.accept(first, end, Bytes::new()).is_none() {
-                tracing::warn!(first, end, "dropped a result already delivered");
-            } else if !writer.push(Released { first, end, bytes: output }) {
-                return Err(Stop::WriterGone);
-            }
-            return Ok(());
-        }
-        match self.gather.accept(first, end, output) {
-            Some(ready) => {
-                for out in ready {
-                    if !writer.push(out) {
-                        return Err(Stop::WriterGone);
-                    }
-                }
-            }
-            None => tracing::warn!(first, end, "dropped a result already written"),
-        }
-        Ok(())
-    }
-
-    /// `--max-tasks-per-worker`: a worker that has answered its quota is shut down and a fresh
-    /// one started in its place at once, so the pool never runs short.
-    fn retire_if_due(&mut self, id: u64) {
-        let Some(max) = self.job.max_tasks_per_worker else { return };
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        if w.retiring || w.completed < max || !w.in_flight.is_empty() {
-            return;
-        }
-        w.retiring = true;
-        let _ = w.slot.cmd.send(SlotCmd::Shutdown);
-        self.stats.recycled += 1;
-        if self.needs_workers() {
-            self.spawn_worker();
-        }
-    }
-
     /// Ends every worker and waits until each has been reaped: no orphan, no zombie.
     async fn stop_all(&mut self, kill: bool, events_rx: &mut mpsc::UnboundedReceiver<SlotEvent>) {
         self.respawns_due = 0;
@@ -479,19 +350,5 @@ impl Supervisor<'_> {
     /// Whether the run still needs workers.
     pub fn needs_workers(&self) -> bool {
         self.gather.released() < self.total && self.stopping.is_none()
-    }
-}
-
-/// Whether `len` output bytes are plausible for `items` inputs in `format`.
-fn output_fits(format: Format, items: u64, len: usize) -> bool {
-    let len = len as u64;
-    match format {
-        Format::Lines => {
-            len >= items * 2 && len <= items * Format::Lines.max_bytes_per_item() as u64
-        }
-        Format::Bin => len == items * 16,
-        Format::Sum => len == 32,
-        // One body's result line; `items` is the body's length.
-        Format::Text => len <= Format::Text.max_bytes_per_item() as u64,
     }
 }
