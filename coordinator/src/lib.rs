@@ -47,6 +47,12 @@ use std::process::ExitCode;
 
 /// The `powerpool` program: parses arguments, runs, prints any error, returns the exit status.
 pub fn main() -> ExitCode {
+    // Worker mode first, before clap builds the whole command line: every worker start pays
+    // for what happens here, and `worker` takes no arguments.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "worker") && args.next().is_none() {
+        return powerpool_worker::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
