@@ -145,7 +145,7 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N", value_parser = parse_workers, requires = "process")]
     pub workers: Option<usize>,
     /// Bytes fetched but not yet computed, at most (--process): fetching waits when it is spent.
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub budget: u64,
     /// Times a body whose worker failed is computed again before its URL gets ERR:task.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_retries, requires = "process")]

@@ -145,6 +145,8 @@ async fn fetch_body(
     let mut body = BytesMut::new();
     let status = async {
         let mut download = Download::start(client, &url, max_body).await?;
+        // Sized once from Content-Length when there is one: no doubling, no copies on growth.
+        body.reserve(usize::try_from(download.announced().unwrap_or(0)).unwrap_or(0));
         while let Some(piece) = download.next_piece().await? {
             if hold._overdraft.is_none() {
                 take_budget(budget, piece.len(), &mut hold, &mut held).await;
