@@ -152,6 +152,17 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     kids
 }
 
+/// Waits (up to 20 s) until `coordinator` has exactly `n` children, its workers; returns them.
+pub fn wait_for_workers(coordinator: u32, n: usize) -> Vec<u32> {
+    let mut kids = Vec::new();
+    let seen = wait_for(Duration::from_secs(20), || {
+        kids = children_of(coordinator);
+        kids.len() == n
+    });
+    assert!(seen, "expected {n} workers, saw {kids:?}");
+    kids
+}
+
 /// Whether `pid` names a live process (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -273,12 +273,7 @@ fn start_hung(rt: &TempDir) -> std::process::Child {
 }
 
 fn hung_workers(coordinator: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    let seen = wait_for(Duration::from_secs(20), || {
-        kids = children_of(coordinator);
-        kids.len() == 2
-    });
-    assert!(seen, "expected 2 workers, saw {kids:?}");
+    let kids = wait_for_workers(coordinator, 2);
     // Give them time to take their first unit and hang in it.
     std::thread::sleep(Duration::from_millis(300));
     kids

@@ -7,6 +7,17 @@ use powerpool::{Error, Pool};
 use powerpool_tests::*;
 use std::time::Duration;
 
+/// A pool of the workspace's `powerpool-worker`, with the hidden test tasks enabled.
+fn test_pool(workers: usize, chunk_size: u64) -> Pool {
+    Pool::builder()
+        .workers(workers)
+        .chunk_size(chunk_size)
+        .worker_command(bin("powerpool-worker"), Vec::<String>::new())
+        .worker_env("POWERPOOL_TEST_TASKS", "1")
+        .build()
+        .expect("pool")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
 }
@@ -51,12 +62,7 @@ fn a_custom_task_runs_through_worker_cmd() {
 #[test]
 fn the_library_maps_in_order_and_unordered() {
     runtime().block_on(async {
-        let pool = Pool::builder()
-            .workers(3)
-            .chunk_size(97)
-            .worker_command(bin("powerpool-worker"), Vec::<String>::new())
-            .build()
-            .expect("pool");
+        let pool = test_pool(3, 97);
         let ordered: Vec<i128> =
             pool.map("square", -1000..5000).map(|r| r.expect("ok")).collect().await;
         let expected: Vec<i128> = (-1000i128..5000).map(|x| x * x).collect();
@@ -93,13 +99,7 @@ fn the_library_runs_custom_tasks() {
 #[test]
 fn a_failing_input_ends_the_stream_after_every_result_before_it() {
     runtime().block_on(async {
-        let pool = Pool::builder()
-            .workers(2)
-            .chunk_size(10)
-            .worker_command(bin("powerpool-worker"), Vec::<String>::new())
-            .worker_env("POWERPOOL_TEST_TASKS", "1")
-            .build()
-            .expect("pool");
+        let pool = test_pool(2, 10);
         let results: Vec<Result<i128, Error>> = pool.map("fault-segv@50", 0..100).collect().await;
         assert_eq!(results.len(), 51, "50 results, then the error");
         for (x, r) in results[..50].iter().enumerate() {
@@ -117,13 +117,7 @@ fn a_failing_input_ends_the_stream_after_every_result_before_it() {
 #[test]
 fn dropping_the_stream_stops_and_reaps_the_workers() {
     runtime().block_on(async {
-        let pool = Pool::builder()
-            .workers(2)
-            .chunk_size(10)
-            .worker_command(bin("powerpool-worker"), Vec::<String>::new())
-            .worker_env("POWERPOOL_TEST_TASKS", "1")
-            .build()
-            .expect("pool");
+        let pool = test_pool(2, 10);
         let mut stream = pool.map("slow-square", 0..100_000);
         for x in 0..25i128 {
             assert_eq!(stream.next().await.expect("a result").expect("ok"), x * x);

@@ -103,11 +103,7 @@ fn a_worker_killed_mid_run_changes_no_result() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawns");
-    let mut workers = Vec::new();
-    assert!(wait_for(Duration::from_secs(20), || {
-        workers = children_of(child.id());
-        workers.len() == 2
-    }));
+    let workers = wait_for_workers(child.id(), 2);
     std::thread::sleep(Duration::from_millis(150));
     kill(workers[0], libc::SIGKILL);
     let out = wait_output(child, TIMEOUT);
@@ -131,11 +127,7 @@ fn sigint_stops_fetches_and_workers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawns");
-    let mut workers = Vec::new();
-    assert!(wait_for(Duration::from_secs(20), || {
-        workers = children_of(child.id());
-        workers.len() == 2
-    }));
+    let workers = wait_for_workers(child.id(), 2);
     kill(child.id(), libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));

@@ -59,11 +59,7 @@ fn rogue_clients_are_refused_and_the_run_stays_exact() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawns");
-    let mut workers = Vec::new();
-    assert!(wait_for(Duration::from_secs(20), || {
-        workers = children_of(child.id());
-        workers.len() == 2
-    }));
+    let workers = wait_for_workers(child.id(), 2);
     let dirs = rt.entries();
     assert_eq!(dirs.len(), 1, "one socket directory: {dirs:?}");
     let dir = rt.0.join(&dirs[0]);

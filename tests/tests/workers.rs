@@ -28,16 +28,6 @@ fn start_slow_with(
         .expect("spawns")
 }
 
-fn wait_for_workers(coordinator: u32, n: usize) -> Vec<u32> {
-    let mut kids = Vec::new();
-    let seen = wait_for(Duration::from_secs(20), || {
-        kids = children_of(coordinator);
-        kids.len() == n
-    });
-    assert!(seen, "expected {n} workers, saw {kids:?}");
-    kids
-}
-
 #[test]
 fn workers_are_separate_processes_and_none_outlives_the_run() {
     let rt = TempDir::new("pids");
