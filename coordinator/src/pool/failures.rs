@@ -54,6 +54,7 @@ impl Supervisor<'_> {
         writer: &Writer,
     ) -> Result<(), Stop> {
         let Some(w) = self.workers.remove(&id) else { return Ok(()) };
+        let w_retiring = w.retiring;
         let pid = w.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
         let how = match &note {
             Some(note) => format!("{exit} ({note})"),
@@ -86,7 +87,8 @@ impl Supervisor<'_> {
             self.log_attempt(pid_n, &running, &format!("died: {how}"));
             self.blame(running.unit, None, format!("worker pid {pid} {how}"), writer)?;
         }
-        if self.needs_workers() {
+        // A retiring worker's replacement was started when it retired.
+        if self.needs_workers() && !w_retiring {
             self.schedule_respawn();
         }
         Ok(())
