@@ -149,6 +149,12 @@ impl MapPlan {
         if let Some(out) = &args.output {
             check_output_path(out)?;
         }
+        if let Some(report) = &args.report {
+            check_writable("--report", report)?;
+        }
+        if let Some(joblog) = &args.joblog {
+            check_writable("--joblog", joblog)?;
+        }
         let format = match args.format {
             OutputFormat::Lines => Format::Lines,
             OutputFormat::Sum => Format::Sum,
@@ -224,6 +230,9 @@ impl MapPlan {
 
 impl FetchPlan {
     pub fn from_args(args: FetchArgs) -> Result<FetchPlan, Error> {
+        if let Some(report) = &args.report {
+            check_writable("--report", report)?;
+        }
         let mut urls = args.urls;
         if let Some(path) = &args.from {
             urls.extend(read_url_list(path)?);
@@ -292,8 +301,14 @@ pub fn default_workers() -> usize {
 
 /// Refuses an output path that cannot be written, before any work starts.
 fn check_output_path(path: &Path) -> Result<(), Error> {
+    check_writable("--output", path)
+}
+
+/// Refuses a path for `flag` (`--output`, `--report`, `--joblog`) that cannot be written,
+/// before any work starts.
+fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
     let bad =
-        |why: String| Error::Usage(format!("cannot write --output '{}': {why}", path.display()));
+        |why: String| Error::Usage(format!("cannot write {flag} '{}': {why}", path.display()));
     if path.as_os_str().is_empty() {
         return Err(bad("empty path".to_owned()));
     }
