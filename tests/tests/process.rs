@@ -24,6 +24,17 @@ fn lines(out: &std::process::Output) -> Vec<(String, u64, String, String)> {
     String::from_utf8_lossy(&out.stdout).lines().map(fields).collect()
 }
 
+/// Starts `fetch --process sha256` with 2 workers over `urls`, its output piped.
+fn spawn_sha256(urls: &[String], extra: &[&str]) -> std::process::Child {
+    powerpool(["fetch", "--process", "sha256", "--workers", "2"])
+        .args(extra)
+        .args(urls)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns")
+}
+
 #[test]
 fn sha256_of_every_body_matches_in_input_order() {
     let server = TestServer::start();
@@ -100,12 +111,7 @@ fn a_worker_killed_mid_run_changes_no_result() {
     // A slow last URL keeps the run going past the kill, however fast this machine is; its body
     // is computed by whichever worker is alive then.
     urls.push(server.url("/slow/1500"));
-    let child = powerpool(["fetch", "--process", "sha256", "--workers", "2", "--concurrency", "8"])
-        .args(&urls)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
+    let child = spawn_sha256(&urls, &["--concurrency", "8"]);
     let workers = wait_for_workers(child.id(), 2);
     std::thread::sleep(Duration::from_millis(150));
     kill(workers[0], libc::SIGKILL);
@@ -125,12 +131,7 @@ fn a_worker_killed_mid_run_changes_no_result() {
 fn sigint_stops_fetches_and_workers() {
     let server = TestServer::start();
     let urls: Vec<String> = (0..20).map(|_| server.url("/slow/10000")).collect();
-    let child = powerpool(["fetch", "--process", "sha256", "--workers", "2"])
-        .args(&urls)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
+    let child = spawn_sha256(&urls, &[]);
     let workers = wait_for_workers(child.id(), 2);
     kill(child.id(), libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(10));
