@@ -32,9 +32,7 @@
 
 use crate::chunk::{self, Chunks};
 use crate::errors::Error;
-use crate::output::{Feed, Writer};
-use crate::plan::WorkerCommand;
-use crate::pool::{self, Job, Observers, Stop};
+use crate::pool::{self, Job, Observers, Outcome, PoolConfig, ResultReceiver, WorkerCommand};
 use bytes::Bytes;
 use futures::Stream;
 use powerpool_shared::Format;
@@ -52,12 +50,8 @@ pub const WORKER_ENV: &str = "POWERPOOL_WORKER";
 /// A configured pool. Cheap to clone; each `map` starts its own worker processes.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    workers: usize,
+    config: PoolConfig,
     chunk_size: Option<u64>,
-    retries: u32,
-    task_timeout: Option<Duration>,
-    max_tasks_per_worker: Option<u64>,
-    command: WorkerCommand,
 }
 
 /// Builds a [`Pool`]; every setting has the command line's default.
@@ -87,7 +81,7 @@ impl PoolBuilder {
     }
 
     /// Retries before a failing chunk is split, and before a failing input is given up
-    /// (default 2). A given-up input ends the stream with [`Error::TaskFailed`].
+    /// (default 2). A given-up input ends the stream with [`Error::Pool`] ([`crate::pool::PoolError::TaskFailed`]).
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = Some(n);
         self
@@ -125,11 +119,11 @@ impl PoolBuilder {
 
     /// Checks the settings and finds the worker executable.
     pub fn build(self) -> Result<Pool, Error> {
-        let workers = self.workers.unwrap_or_else(crate::plan::default_workers);
-        if workers == 0 || workers > crate::cli::MAX_WORKERS {
+        let workers = self.workers.unwrap_or_else(pool::default_workers);
+        if workers == 0 || workers > pool::MAX_WORKERS {
             return Err(Error::Usage(format!(
                 "workers must be from 1 to {}, not {workers}",
-                crate::cli::MAX_WORKERS
+                pool::MAX_WORKERS
             )));
         }
         if let Some(size) = self.chunk_size {
@@ -141,36 +135,38 @@ impl PoolBuilder {
             }
         }
         let mut command = match self.program {
-            Some(program) => WorkerCommand::resolve(&program)?,
+            Some(program) => WorkerCommand::resolve(&program).map_err(|e| Error::Usage(e.0))?,
             None => default_worker()?,
         };
         if !self.args.is_empty() {
             command.args = self.args;
         }
         command.env = self.env;
-        Ok(Pool {
+        let defaults = PoolConfig::new(command);
+        let config = PoolConfig {
             workers,
-            chunk_size: self.chunk_size,
-            retries: self.retries.unwrap_or(2),
+            retries: self.retries.unwrap_or(defaults.retries),
             task_timeout: self.task_timeout,
             max_tasks_per_worker: self.max_tasks_per_worker,
-            command,
-        })
+            ..defaults
+        };
+        Ok(Pool { config, chunk_size: self.chunk_size })
     }
 }
 
 /// `$POWERPOOL_WORKER`, else `powerpool-worker` next to this executable (or one directory up,
 /// as from `target/debug/deps` or `target/debug/examples`), else in `PATH`.
 fn default_worker() -> Result<WorkerCommand, Error> {
+    let usage = |e: pool::BadCommand| Error::Usage(e.0);
     if let Some(path) = std::env::var_os(WORKER_ENV) {
-        return WorkerCommand::resolve(&PathBuf::from(path));
+        return WorkerCommand::resolve(&PathBuf::from(path)).map_err(usage);
     }
     let name = "powerpool-worker";
     if let Ok(exe) = std::env::current_exe() {
         for dir in exe.ancestors().skip(1).take(2) {
             let candidate = dir.join(name);
             if candidate.is_file() {
-                return WorkerCommand::resolve(&candidate);
+                return WorkerCommand::resolve(&candidate).map_err(usage);
             }
         }
     }
@@ -199,23 +195,18 @@ impl Pool {
         UnorderedStream { inner: MapStream::start(self.job(task, range, false)) }
     }
 
-    fn job(&self, task: &str, range: Range<i64>, ordered: bool) -> Job {
+    fn job(&self, task: &str, range: Range<i64>, ordered: bool) -> (Job, Chunks) {
         let len = u64::try_from(Chunks::new(range.start, range.end, 1).items()).unwrap_or(u64::MAX);
-        let size =
-            self.chunk_size.unwrap_or_else(|| chunk::auto_size(len, self.workers, Format::Bin));
+        let workers = self.config.workers;
+        let size = self.chunk_size.unwrap_or_else(|| chunk::auto_size(len, workers, Format::Bin));
         let chunks = Chunks::new(range.start, range.end, size);
-        Job {
+        let job = Job {
             task: task.to_owned(),
-            format: Format::Bin,
-            chunks,
-            workers: self.workers.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX)),
-            command: self.command.clone(),
-            retries: self.retries,
-            keep_going: false,
-            task_timeout: self.task_timeout,
-            max_tasks_per_worker: self.max_tasks_per_worker,
+            work: pool::Work::Range { chunks, format: Format::Bin },
+            config: self.config.clone(),
             ordered,
-        }
+        };
+        (job, chunks)
     }
 }
 
@@ -224,7 +215,7 @@ impl Pool {
 pub struct MapStream {
     chunks: Chunks,
     ordered: bool,
-    feed: Feed,
+    feed: ResultReceiver,
     /// The output being handed out, and how far into it.
     current: Bytes,
     current_first: u64,
@@ -236,27 +227,21 @@ pub struct MapStream {
 }
 
 impl MapStream {
-    fn start(job: Job) -> MapStream {
-        let (mut writer, feed) = Writer::channel();
+    fn start((job, chunks): (Job, Chunks)) -> MapStream {
+        let (mut sender, feed) = pool::results();
         let (outcome_tx, outcome) = oneshot::channel();
-        let chunks = job.chunks;
         let ordered = job.ordered;
         tokio::spawn(async move {
-            let result = if job.chunks.count() == 0 {
+            let result = if chunks.count() == 0 {
                 Ok(())
             } else {
                 // Held for the run's length: a library run is stopped by dropping its stream.
                 let (_interrupt_tx, mut interrupts) = tokio::sync::mpsc::unbounded_channel();
                 let mut observers = Observers::default();
-                pool::run(&job, &mut writer, &mut interrupts, &mut observers, None).await.1
+                pool::run(job, &mut sender, &mut interrupts, &mut observers).await.1
             };
-            let complete = result.is_ok();
-            let _ = writer.finish(complete).await;
-            let _ = outcome_tx.send(result.map_err(|stop| match stop {
-                Stop::Fatal(err) => err,
-                Stop::WriterGone => Error::Output(std::io::Error::other("the stream was dropped")),
-                Stop::Interrupted(int) => Error::Interrupted { name: int.name, code: int.code },
-            }));
+            sender.finish(result.is_ok());
+            let _ = outcome_tx.send(result.map_err(Error::from));
         });
         MapStream {
             chunks,
@@ -284,7 +269,7 @@ impl MapStream {
                 self.at += 16;
                 self.consumed += 1;
                 if !self.ordered && self.at == self.current.len() {
-                    self.feed.written.send_replace(self.consumed);
+                    self.feed.consumed.send_replace(self.consumed);
                 }
                 return Poll::Ready(Some(Ok((offset, i128::from_le_bytes(record)))));
             }
@@ -293,9 +278,13 @@ impl MapStream {
                 Poll::Ready(Some(Some(released))) => {
                     if self.ordered {
                         // Everything before this output is consumed: let the run go on.
-                        self.feed.written.send_replace(released.first);
+                        self.feed.consumed.send_replace(released.first);
                     }
-                    self.current = released.bytes;
+                    // The library stops at the first failed input: none is ever skipped.
+                    self.current = match released.outcome {
+                        Outcome::Done(bytes) => bytes,
+                        Outcome::Failed(_) => Bytes::new(),
+                    };
                     self.current_first = released.first;
                     self.at = 0;
                 }

@@ -20,7 +20,6 @@ const CHUNKS_PER_WORKER: u128 = 8;
 pub fn auto_size(len: u64, workers: usize, format: Format) -> u64 {
     let cap: u64 = match format {
         Format::Sum => 1 << 22,
-        Format::Text => 1,
         Format::Lines | Format::Bin => 1 << 16,
     };
     let per = CHUNKS_PER_WORKER * workers.max(1) as u128;

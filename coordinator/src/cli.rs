@@ -49,9 +49,8 @@ pub struct MapArgs {
     /// Half-open input range START..END, like Python's range(START, END); any i64, negative too.
     #[arg(long, value_name = "START..END", value_parser = parse_range, allow_hyphen_values = true)]
     pub range: (i64, i64),
-    /// Worker processes [default: the number of available cores].
-    #[arg(long, value_name = "N", value_parser = parse_workers)]
-    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
     /// Inputs per chunk [default: automatic, see the README].
     #[arg(long, value_name = "N", value_parser = parse_chunk_size)]
     pub chunk_size: Option<u64>,
@@ -67,26 +66,11 @@ pub struct MapArgs {
     /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Worker executable to launch instead of this program's own worker mode.
-    #[arg(long, value_name = "PATH")]
-    pub worker_cmd: Option<PathBuf>,
-    /// Times a failed chunk is run again before it is split to find the failing item, and
-    /// times that item is run again before it is given up.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_retries)]
-    pub retries: u32,
     /// On a failed item, go on: write every other result, list the failed items on stderr
     /// at the end and exit 5 (partial output). Without it the run stops before the first
     /// failed item, having written every result before it, and exits 4.
     #[arg(long)]
     pub keep_going: bool,
-    /// End a worker whose chunk runs longer than this (SIGTERM, then SIGKILL 500 ms later);
-    /// the chunk is retried like any failure. E.g. 500ms, 30s, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub task_timeout: Option<Duration>,
-    /// Replace each worker with a fresh process after it has run N chunks (Python's
-    /// maxtasksperchild).
-    #[arg(long, value_name = "N", value_parser = parse_max_tasks)]
-    pub max_tasks_per_worker: Option<u64>,
     /// Compute only slice K of N (K from 0 to N-1) of the range, into a shard file for
     /// `powerpool merge` (needs --output). Fits Slurm arrays and Kubernetes indexed jobs.
     #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, requires = "output")]
@@ -98,6 +82,49 @@ pub struct MapArgs {
     /// duration, outcome), like GNU parallel's --joblog.
     #[arg(long, value_name = "PATH")]
     pub joblog: Option<PathBuf>,
+}
+
+/// The worker pool's flags, the same for every command that runs one.
+#[derive(Debug, Args, Default)]
+pub struct PoolArgs {
+    /// Worker processes [default: the number of available cores].
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+    /// Worker executable to launch instead of this program's own worker mode.
+    #[arg(long, value_name = "PATH")]
+    pub worker_cmd: Option<PathBuf>,
+    /// Times a failed unit of work is run again before it is split to find the failing
+    /// input, and times that input is run again before it is given up [default: 2].
+    #[arg(long, value_name = "N", value_parser = parse_retries)]
+    pub retries: Option<u32>,
+    /// End a worker whose unit of work runs longer than this (SIGTERM, then SIGKILL 500 ms
+    /// later); the unit is retried like any failure. E.g. 500ms, 30s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_timeout: Option<Duration>,
+    /// Replace each worker with a fresh process after it has run N units of work (Python's
+    /// maxtasksperchild).
+    #[arg(long, value_name = "N", value_parser = parse_max_tasks)]
+    pub max_tasks_per_worker: Option<u64>,
+}
+
+impl PoolArgs {
+    /// The flags given, by name, for a command that accepts them only in some modes.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        let flags = [
+            (self.workers.is_some(), "--workers"),
+            (self.worker_cmd.is_some(), "--worker-cmd"),
+            (self.retries.is_some(), "--retries"),
+            (self.task_timeout.is_some(), "--task-timeout"),
+            (self.max_tasks_per_worker.is_some(), "--max-tasks-per-worker"),
+        ];
+        for (set, name) in flags {
+            if set {
+                given.push(name);
+            }
+        }
+        given
+    }
 }
 
 #[derive(Debug, Args)]
@@ -141,21 +168,13 @@ pub struct FetchArgs {
     /// processes; its result ends the URL's line.
     #[arg(long, value_name = "TASK")]
     pub process: Option<String>,
-    /// Worker processes for --process [default: the number of available cores].
-    #[arg(long, value_name = "N", value_parser = parse_workers, requires = "process")]
-    pub workers: Option<usize>,
     /// Bytes fetched but not yet computed, at most (--process): fetching waits when it is spent.
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub budget: u64,
-    /// Times a body whose worker failed is computed again before its URL gets ERR:task.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_retries, requires = "process")]
-    pub retries: u32,
-    /// End a worker whose body takes longer than this (--process).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "process")]
-    pub task_timeout: Option<Duration>,
-    /// Worker executable for --process instead of this program's own worker mode.
-    #[arg(long, value_name = "PATH", requires = "process")]
-    pub worker_cmd: Option<PathBuf>,
+    /// The worker pool of --process (each body is one unit of work; a body that still fails
+    /// after its retries gets ERR:task).
+    #[command(flatten)]
+    pub pool: PoolArgs,
 }
 
 /// The default `--max-body`: 100 MiB.
@@ -199,8 +218,7 @@ pub enum OutputFormat {
     Bin,
 }
 
-/// The most worker processes one run may start.
-pub const MAX_WORKERS: usize = 512;
+pub use crate::pool::MAX_WORKERS;
 
 /// Parses `START..END`: two i64 in decimal (an optional sign, digits, `_` between digits).
 ///

@@ -1,6 +1,7 @@
 //! The errors that end a run, each with its exit status. `lib.rs` prints them, in one place.
 
 use crate::exit_codes;
+use crate::pool::{PoolError, Stop};
 use std::io;
 
 /// Why `powerpool` stopped short of success.
@@ -9,21 +10,10 @@ pub enum Error {
     /// Bad input found before any work started.
     #[error("{0}")]
     Usage(String),
-    #[error("cannot set up the worker socket: {0}")]
-    Socket(io::Error),
-    #[error("cannot start a worker ({program}): {source}")]
-    Spawn { program: String, source: io::Error },
-    #[error("workers keep failing to start ({attempts} attempts in a row); last: {last}")]
-    WorkersWontStart { attempts: u32, last: String },
-    #[error("{deaths} workers in a row died before any chunk was finished; last: {last}")]
-    WorkersKeepDying { deaths: u32, last: String },
-    #[error("the worker refused the job: {0}")]
-    JobRefused(String),
-    /// An input kept failing; every result before it was written.
-    #[error(
-        "input {item} failed {attempts} time(s), so the run stopped before it; last: {reason}"
-    )]
-    TaskFailed { item: i64, attempts: u32, reason: String },
+    /// The pool could not finish: workers that cannot start or keep dying, a job the workers
+    /// refuse, an input that kept failing (every result before it was written).
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     /// `--keep-going`: the run finished without some inputs, each already listed.
     #[error("{failed} input(s) failed and are missing from the output (--keep-going)")]
     Partial { failed: u64 },
@@ -47,12 +37,26 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::JobRefused(_) | Error::Merge(_) => exit_codes::USAGE,
+            Error::Usage(_) | Error::Pool(PoolError::JobRefused(_)) | Error::Merge(_) => {
+                exit_codes::USAGE
+            }
             Error::Interrupted { code, .. } => *code,
             Error::FetchFailed { .. } => exit_codes::FETCH_FAILED,
-            Error::TaskFailed { .. } => exit_codes::ITEM_FAILED,
+            Error::Pool(PoolError::TaskFailed { .. }) => exit_codes::ITEM_FAILED,
             Error::Partial { .. } => exit_codes::PARTIAL,
             _ => exit_codes::FAILURE,
+        }
+    }
+}
+
+/// How a pool run that stopped short ends a command. A consumer that went away is an output
+/// error: the writer's own error, when there is one, says why.
+impl From<Stop> for Error {
+    fn from(stop: Stop) -> Error {
+        match stop {
+            Stop::Fatal(err) => Error::Pool(err),
+            Stop::ConsumerGone => Error::Output(io::Error::other("the output stopped")),
+            Stop::Interrupted(int) => Error::Interrupted { name: int.name, code: int.code },
         }
     }
 }

@@ -2,14 +2,18 @@
 //!
 //! # Theory of operation
 //!
-//! `main` parses the command line ([`cli`]) and validates it once into a plan ([`plan`]). A
-//! `map` run then creates a private socket directory, spawns worker processes (this very
-//! executable in its hidden `worker` mode, or `--worker-cmd`), and runs one supervisor loop
-//! ([`pool`]) that owns every decision: which chunk goes to which idle worker, what to re-run when
-//! a worker dies, when to stop. One task per worker owns that worker's process and connection.
-//! Workers return each chunk's output already formatted; the supervisor reorders chunk outputs
-//! ([`gather`]) and hands them to a writer task ([`output`]), never dispatching more than a small
-//! window ahead of what has been written, so memory is bounded however long the range.
+//! `main` parses the command line ([`cli`]) and validates it once into a plan ([`plan`]). Each
+//! command is then a *client* of one engine, the [`pool`]: it describes a job (a task over an
+//! integer range, or over a stream of opaque items) and a pool configuration, and consumes the
+//! outcomes. `map` ([`map`]) runs a range and writes the outcomes in order ([`output`]);
+//! `fetch --process` ([`fetch`]) turns fetched bodies into items; the library ([`api`]) turns
+//! outcomes into streams. The pool imports none of them.
+//!
+//! Inside the pool, a private socket directory, worker processes (this very executable in its
+//! hidden `worker` mode, or `--worker-cmd`), one task per worker owning its process and
+//! connection, and one supervisor loop whose decisions (which unit to which idle worker, what
+//! to re-run when a worker dies, when to stop) are a pure state machine. Dispatch stays within
+//! a small window of what the consumer has taken, so memory is bounded however long the input.
 //! HTTP fetches ([`fetch`]) run on the same runtime, beside the pool.
 //!
 //! Errors are [`errors::Error`]; this file alone prints them, as one line on stderr, and maps
@@ -26,7 +30,6 @@ pub mod cli;
 pub mod errors;
 pub mod exit_codes;
 pub mod fetch;
-pub mod gather;
 pub mod joblog;
 pub mod map;
 pub mod merge;
@@ -108,13 +111,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
             let result = rt.block_on(async {
-                match plan.process.clone() {
-                    Some(process) => {
-                        let mut interrupts = signal::listen().map_err(Error::Runtime)?;
-                        fetch::process_command(plan, process, &mut interrupts).await
-                    }
-                    None => fetch::command(plan).await,
-                }
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                fetch::command(plan, &mut interrupts).await
             });
             rt.shutdown_background();
             result
@@ -148,7 +146,7 @@ fn keep_freed_memory() {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    let threads = plan::default_workers().clamp(2, 4);
+    let threads = pool::default_workers().clamp(2, 4);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

@@ -27,10 +27,10 @@ pub async fn run(
     let started = Instant::now();
     let mut observers = pool::Observers::default();
     if let Some(path) = &plan.joblog {
-        let log = Joblog::create(path, started).map_err(|e| {
+        let log = Joblog::create(path, started, Some(plan.chunks)).map_err(|e| {
             Error::Usage(format!("cannot write --joblog '{}': {e}", path.display()))
         })?;
-        observers.joblog = Some(log);
+        observers.joblog = Some(Box::new(log));
     }
     let (stats, written, result) = execute(&plan, interrupts, &mut observers).await;
     progress::finish();
@@ -68,17 +68,11 @@ async fn execute(
         Err(err) => return (pool::Stats::default(), 0, Err(err)),
     };
     let fetches = plan.fetch.clone().map(|f| tokio::spawn(fetch::beside_map(f)));
-    let mut writer = Writer::start(sink, plan.format);
+    let (mut results, writer) = Writer::start(sink, plan.format);
     let job = Job {
         task: plan.task.clone(),
-        format: plan.format,
-        chunks: plan.chunks,
-        workers: plan.workers,
-        command: plan.worker.clone(),
-        retries: plan.retries,
-        keep_going: plan.keep_going,
-        task_timeout: plan.task_timeout,
-        max_tasks_per_worker: plan.max_tasks_per_worker,
+        work: pool::Work::Range { chunks: plan.chunks, format: plan.format },
+        config: plan.pool.clone(),
         ordered: true,
     };
     let total = u64::try_from(plan.chunks.items()).unwrap_or(u64::MAX);
@@ -88,22 +82,23 @@ async fn execute(
     let (stats, result) = if plan.chunks.count() == 0 {
         (pool::Stats::default(), Ok(()))
     } else {
-        pool::run(&job, &mut writer, interrupts, observers, None).await
+        pool::run(job, &mut results, interrupts, observers).await
     };
-    let written = *writer.written.borrow();
+    let written = *results.consumed.borrow();
     let complete = result.is_ok();
     let flushed = if complete {
-        writer.finish(true).await
+        writer.finish(results, true).await
     } else {
-        tokio::time::timeout(INTERRUPTED_FLUSH, writer.finish(false)).await.unwrap_or(Ok(()))
+        tokio::time::timeout(INTERRUPTED_FLUSH, writer.finish(results, false))
+            .await
+            .unwrap_or(Ok(()))
     };
     let outcome = match result {
         Ok(()) => flushed.map_err(Error::Output),
-        Err(Stop::WriterGone) => Err(Error::Output(
+        Err(Stop::ConsumerGone) => Err(Error::Output(
             flushed.err().unwrap_or_else(|| io::Error::other("the writer stopped")),
         )),
-        Err(Stop::Fatal(err)) => Err(err),
-        Err(Stop::Interrupted(int)) => Err(Error::Interrupted { name: int.name, code: int.code }),
+        Err(stop) => Err(Error::from(stop)),
     };
     let outcome = outcome.and_then(|()| match pending {
         Some(pending) => pending.commit().map_err(Error::Output),
@@ -112,7 +107,7 @@ async fn execute(
     tracing::info!(
         items = %plan.chunks.items(),
         chunks = plan.chunks.count(),
-        workers = plan.workers,
+        workers = plan.pool.workers,
         restarts = stats.restarts,
         retried = stats.retried,
         timeouts = stats.timeouts,
@@ -165,7 +160,7 @@ fn report_faults(stats: &pool::Stats) {
         stats.timeouts
     );
     for failed in &stats.failed_items {
-        tracing::warn!("failed input {}: {}", failed.item, failed.reason);
+        tracing::warn!("failed {}: {}", failed.what, failed.reason);
     }
     let unlisted = stats.failed_count - stats.failed_items.len() as u64;
     if unlisted > 0 {

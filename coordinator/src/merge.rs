@@ -91,8 +91,6 @@ fn check(files: &[PathBuf]) -> Result<Vec<(PathBuf, Header)>, Error> {
             Format::Bin => header.payload_len == header.items * 16,
             Format::Sum => header.payload_len == 32,
             Format::Lines => header.payload_len >= header.items * 2,
-            // `map` never writes text shards.
-            Format::Text => false,
         };
         if !payload_ok {
             return Err(bad(path, "the payload does not fit the header's item count"));
@@ -181,7 +179,6 @@ fn emit(
             }
             (Format::Bin, _) => bin_records(&mut reader, |v| convert(v, to, out, &mut sum)),
             (Format::Lines, _) => line_values(&mut reader, |v| convert(v, to, out, &mut sum)),
-            (Format::Text, _) => Err(io::Error::new(io::ErrorKind::InvalidData, "a text shard")),
         };
         copied.map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData => bad(path, e),
@@ -206,7 +203,6 @@ fn convert(v: i128, to: Format, out: &mut dyn Write, sum: &mut I256) -> io::Resu
             sum.add_i128(v);
             Ok(())
         }
-        Format::Text => Err(io::Error::new(io::ErrorKind::InvalidData, "no text merges")),
     }
 }
 

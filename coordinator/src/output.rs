@@ -4,13 +4,12 @@
 //! place only when the whole run succeeded, so a file at that path always looks complete because
 //! it is; a failed or interrupted run removes the temporary file.
 
-use crate::gather::Released;
+use crate::pool::{self, Outcome, Released, ResultReceiver, ResultSender};
 use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// A `--output` file being written: removed on drop unless committed.
@@ -65,74 +64,34 @@ impl Sink {
     }
 }
 
-/// The writing half: hands outputs, in order, to the writer task.
+/// The writer task: writes what a pool run releases, in order, to its sink.
 #[derive(Debug)]
 pub struct Writer {
-    /// `None` marks the end of a complete run: only then is a sum printed.
-    tx: mpsc::UnboundedSender<Option<Released>>,
-    /// Every offset of the range below this one has been written.
-    pub written: watch::Receiver<u64>,
-    task: Option<JoinHandle<io::Result<()>>>,
-}
-
-/// The consuming end of [`Writer::channel`]: outputs in release order, `None` once the run is
-/// complete (the channel closing without it means the run stopped short).
-#[derive(Debug)]
-pub struct Feed {
-    pub rx: mpsc::UnboundedReceiver<Option<Released>>,
-    pub written: watch::Sender<u64>,
+    task: JoinHandle<io::Result<()>>,
 }
 
 impl Writer {
-    /// Starts the writer task over `sink`. In `Sum` format chunk outputs are 32-byte partial
-    /// sums, added up and printed as one line at the end.
-    pub fn start(sink: Sink, format: Format) -> Writer {
-        let (mut writer, feed) = Writer::channel();
-        let Feed { rx, written } = feed;
-        writer.task =
-            Some(tokio::task::spawn_blocking(move || write_all(sink, format, rx, written)));
-        writer
-    }
-
-    /// A writer whose outputs go to whoever holds the [`Feed`] (the library's result streams),
-    /// which reports through `Feed::written` how far it has consumed: that is what throttles
-    /// dispatch, and dropping the feed stops the run.
-    pub fn channel() -> (Writer, Feed) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (written_tx, written) = watch::channel(0);
-        (Writer { tx, written, task: None }, Feed { rx, written: written_tx })
-    }
-
-    /// Queues the next output in order. Fails only if the writer task has stopped (on a write
-    /// error, which [`Writer::finish`] returns).
-    pub fn push(&self, output: Released) -> bool {
-        self.tx.send(Some(output)).is_ok()
+    /// Starts the writer task over `sink`, fed by the returned sender. In `Sum` format unit
+    /// outputs are 32-byte partial sums, added up and printed as one line at the end.
+    pub fn start(sink: Sink, format: Format) -> (ResultSender, Writer) {
+        let (sender, receiver) = pool::results();
+        let task = tokio::task::spawn_blocking(move || write_all(sink, format, receiver));
+        (sender, Writer { task })
     }
 
     /// Waits until everything queued is written and flushed; returns the first write error.
     /// `complete` says the run produced every result: only then does `sum` print its line.
-    pub async fn finish(self, complete: bool) -> io::Result<()> {
-        if complete {
-            let _ = self.tx.send(None);
-        }
-        drop(self.tx);
-        match self.task {
-            Some(task) => task.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
+    pub async fn finish(self, results: ResultSender, complete: bool) -> io::Result<()> {
+        results.finish(complete);
+        self.task.await.map_err(io::Error::other)?
     }
 }
 
-fn write_all(
-    sink: Sink,
-    format: Format,
-    rx: mpsc::UnboundedReceiver<Option<Released>>,
-    written: watch::Sender<u64>,
-) -> io::Result<()> {
+fn write_all(sink: Sink, format: Format, results: ResultReceiver) -> io::Result<()> {
     let (mut plain, shard) = sink.writer();
     let is_sum = format == Format::Sum;
     match shard {
-        Some(mut shard) => match pump(&mut shard, format, rx, &written)? {
+        Some(mut shard) => match pump(&mut shard, format, results)? {
             // Only a complete shard gets its length and checksum (and is then renamed in).
             Some(sum) => {
                 if is_sum {
@@ -143,7 +102,7 @@ fn write_all(
             None => shard.flush(),
         },
         None => {
-            if let Some(sum) = pump(&mut plain, format, rx, &written)?.filter(|_| is_sum) {
+            if let Some(sum) = pump(&mut plain, format, results)?.filter(|_| is_sum) {
                 writeln!(plain, "{sum}")?;
             }
             plain.flush()
@@ -153,29 +112,25 @@ fn write_all(
 
 /// Writes outputs as they come until the channel closes; returns the sum of `sum` outputs
 /// (zero in other formats) if the run was complete, `None` if it stopped short.
-fn pump(
-    out: &mut dyn Write,
-    format: Format,
-    mut rx: mpsc::UnboundedReceiver<Option<Released>>,
-    written: &watch::Sender<u64>,
-) -> io::Result<Option<I256>> {
+fn pump(out: &mut dyn Write, format: Format, results: ResultReceiver) -> io::Result<Option<I256>> {
+    let ResultReceiver { mut rx, consumed } = results;
     let mut sum = I256::ZERO;
     while let Some(msg) = rx.blocking_recv() {
-        let Some(Released { end, bytes: chunk, .. }) = msg else {
+        let Some(Released { end, outcome, .. }) = msg else {
             return Ok(Some(sum));
         };
-        match format {
-            // A failed item skipped under --keep-going leaves an empty output.
-            Format::Sum if chunk.is_empty() => {}
-            Format::Sum => {
-                let part = I256::from_le_bytes(&chunk).ok_or_else(|| {
+        match (format, outcome) {
+            // An input given up under --keep-going has no result.
+            (_, Outcome::Failed(_)) => {}
+            (Format::Sum, Outcome::Done(part)) => {
+                let part = I256::from_le_bytes(&part).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidData, "a worker sent a malformed sum")
                 })?;
                 sum.add(part);
             }
-            Format::Lines | Format::Bin | Format::Text => out.write_all(&chunk)?,
+            (Format::Lines | Format::Bin, Outcome::Done(bytes)) => out.write_all(&bytes)?,
         }
-        written.send_replace(end);
+        consumed.send_replace(end);
     }
     out.flush()?;
     Ok(None)

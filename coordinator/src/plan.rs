@@ -1,12 +1,12 @@
 //! Raw flags validated once into plans that the rest of the program trusts.
 
 use crate::chunk::{self, Chunks};
-use crate::cli::{FetchArgs, MapArgs, OutputFormat};
+use crate::cli::{FetchArgs, MapArgs, OutputFormat, PoolArgs};
 use crate::errors::Error;
+use crate::pool::{PoolConfig, WorkerCommand};
 use crate::shard::{Header, MAX_TASK_LEN};
 use powerpool_shared::task::{self, TaskKind};
 use powerpool_shared::Format;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,16 +15,11 @@ use std::time::Duration;
 pub struct MapPlan {
     pub task: String,
     pub chunks: Chunks,
-    /// Worker processes to start: never more than there are chunks.
-    pub workers: usize,
     pub format: Format,
     pub output: Option<PathBuf>,
     pub fetch: Option<FetchPlan>,
-    pub worker: WorkerCommand,
-    pub retries: u32,
-    pub keep_going: bool,
-    pub task_timeout: Option<Duration>,
-    pub max_tasks_per_worker: Option<u64>,
+    /// The pool; its workers are never more than there are chunks.
+    pub pool: PoolConfig,
     /// `--shard`: the header of the shard file to write (length and checksum filled at the end).
     pub shard: Option<Header>,
     /// The range as given (under `--shard`, the whole range, not the slice).
@@ -54,63 +49,20 @@ pub struct FetchPlan {
 #[derive(Debug, Clone)]
 pub struct ProcessPlan {
     pub task: String,
-    pub workers: usize,
-    pub worker: WorkerCommand,
     pub budget: u64,
-    pub retries: u32,
-    pub task_timeout: Option<Duration>,
+    pub pool: PoolConfig,
 }
 
-/// The program (and arguments) that becomes a worker process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerCommand {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// Extra environment for the workers (they inherit the coordinator's otherwise).
-    pub env: Vec<(OsString, OsString)>,
-}
-
-impl WorkerCommand {
-    /// This very executable, in its hidden `worker` mode.
-    pub fn current_exe() -> Result<WorkerCommand, Error> {
-        let program = std::env::current_exe()
-            .map_err(|e| Error::Usage(format!("cannot find this program's own path: {e}")))?;
-        Ok(WorkerCommand { program, args: vec!["worker".into()], env: Vec::new() })
-    }
-
-    /// A user-chosen worker executable: a path, or a bare name looked up in `PATH`.
-    pub fn resolve(given: &Path) -> Result<WorkerCommand, Error> {
-        let bad = |why: &str| Error::Usage(format!("--worker-cmd '{}' {why}", given.display()));
-        let program = if given.components().count() == 1 && !given.is_absolute() {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(given))
-                .find(|p| is_executable_file(p))
-                .ok_or_else(|| bad("is not an executable in PATH"))?
-        } else {
-            let meta =
-                std::fs::metadata(given).map_err(|e| bad(&format!("cannot be used: {e}")))?;
-            if !meta.is_file() {
-                return Err(bad("is not a file"));
-            }
-            if !is_executable_file(given) {
-                return Err(bad("is not executable"));
-            }
-            given.to_path_buf()
-        };
-        Ok(WorkerCommand { program, args: Vec::new(), env: Vec::new() })
-    }
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        path.is_file()
+/// The pool configuration of `args` around `command`, with the command line's defaults.
+fn pool_config(args: &PoolArgs, command: WorkerCommand, keep_going: bool) -> PoolConfig {
+    let defaults = PoolConfig::new(command);
+    PoolConfig {
+        workers: args.workers.unwrap_or(defaults.workers),
+        retries: args.retries.unwrap_or(defaults.retries),
+        keep_going,
+        task_timeout: args.task_timeout,
+        max_tasks_per_worker: args.max_tasks_per_worker,
+        ..defaults
     }
 }
 
@@ -121,11 +73,12 @@ pub fn worker_for(
     worker_cmd: Option<&Path>,
     kind: TaskKind,
 ) -> Result<WorkerCommand, Error> {
+    let usage = |e: crate::pool::BadCommand| Error::Usage(e.0);
     if let Some(path) = worker_cmd {
-        return WorkerCommand::resolve(path);
+        return WorkerCommand::resolve(path).map_err(usage);
     }
     match task::kind_of(task) {
-        Some(k) if k == kind => WorkerCommand::current_exe(),
+        Some(k) if k == kind => WorkerCommand::current_exe().map_err(usage),
         Some(k) => Err(Error::Usage(format!(
             "task '{task}' takes {} input, not {} (see `powerpool tasks`)",
             k.name(),
@@ -145,7 +98,7 @@ pub fn worker_for(
 
 impl MapPlan {
     pub fn from_args(args: MapArgs) -> Result<MapPlan, Error> {
-        let worker = worker_for(&args.task, args.worker_cmd.as_deref(), TaskKind::Int)?;
+        let worker = worker_for(&args.task, args.pool.worker_cmd.as_deref(), TaskKind::Int)?;
         if let Some(out) = &args.output {
             check_output_path(out)?;
         }
@@ -170,7 +123,8 @@ impl MapPlan {
             }
             None => whole,
         };
-        let wanted = args.workers.unwrap_or_else(default_workers);
+        let mut pool = pool_config(&args.pool, worker, args.keep_going);
+        let wanted = pool.workers;
         let len = u64::try_from(Chunks::new(start, end, 1).items()).unwrap_or(u64::MAX);
         if let Some(size) = args.chunk_size {
             if size > format.max_chunk_items() {
@@ -197,7 +151,7 @@ impl MapPlan {
             checksum: 0,
             task: args.task.clone(),
         });
-        let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
+        pool.workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX)).max(1);
         let fetch = (!args.fetch.is_empty()).then_some(FetchPlan {
             urls: args.fetch,
             concurrency: 100,
@@ -210,15 +164,10 @@ impl MapPlan {
         Ok(MapPlan {
             task: args.task,
             chunks,
-            workers,
             format,
             output: args.output,
             fetch,
-            worker,
-            retries: args.retries,
-            keep_going: args.keep_going,
-            task_timeout: args.task_timeout,
-            max_tasks_per_worker: args.max_tasks_per_worker,
+            pool,
             shard,
             range: [whole.0, whole.1],
             report: args.report,
@@ -241,15 +190,19 @@ impl FetchPlan {
             return Err(Error::Usage("no URLs to fetch".to_owned()));
         }
         let process = match &args.process {
-            Some(task) => Some(ProcessPlan {
-                task: task.clone(),
-                workers: args.workers.unwrap_or_else(default_workers),
-                worker: worker_for(task, args.worker_cmd.as_deref(), TaskKind::Bytes)?,
-                budget: args.budget,
-                retries: args.retries,
-                task_timeout: args.task_timeout,
-            }),
-            None => None,
+            Some(task) => {
+                let command = worker_for(task, args.pool.worker_cmd.as_deref(), TaskKind::Bytes)?;
+                // Each URL gets its line: a body that keeps failing is ERR:task, not the end.
+                let mut pool = pool_config(&args.pool, command, true);
+                pool.workers = pool.workers.min(urls.len()).max(1);
+                Some(ProcessPlan { task: task.clone(), budget: args.budget, pool })
+            }
+            None => {
+                if let Some(flag) = args.pool.given().first() {
+                    return Err(Error::Usage(format!("{flag} needs --process TASK")));
+                }
+                None
+            }
         };
         Ok(FetchPlan {
             urls,
@@ -290,13 +243,7 @@ pub fn format_name(format: Format) -> &'static str {
         Format::Lines => "lines",
         Format::Bin => "bin",
         Format::Sum => "sum",
-        Format::Text => "text",
     }
-}
-
-/// The default worker count: the cores this process may use.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(crate::cli::MAX_WORKERS)
 }
 
 /// Refuses an output path that cannot be written, before any work starts.

@@ -61,7 +61,7 @@ impl Report {
             range: plan.range,
             shard: plan.shard.as_ref().map(|h| format!("{}/{}", h.shard.index, h.shard.count)),
             format: format_name(plan.format),
-            workers: plan.workers,
+            workers: plan.pool.workers,
             items: u64::try_from(plan.chunks.items()).unwrap_or(u64::MAX),
             items_written: written,
             chunks: plan.chunks.count(),
@@ -75,7 +75,7 @@ impl Report {
             failed_items: stats
                 .failed_items
                 .iter()
-                .map(|f| FailedItem { item: f.item, reason: f.reason.clone() })
+                .map(|f| FailedItem { item: plan.chunks.item(f.offset), reason: f.reason.clone() })
                 .collect(),
             outcome,
             exit_code,
@@ -102,9 +102,38 @@ pub struct FetchReport {
     pub requests_per_s: f64,
     /// Latency percentiles in milliseconds over every URL (failures included).
     pub latency_ms: Percentiles,
+    /// `--process`: the pool's counters (`null` without it).
+    pub process: Option<ProcessCounts>,
     pub outcome: &'static str,
     pub exit_code: u8,
     pub error: Option<String>,
+}
+
+/// What the pool of `fetch --process` did.
+#[derive(Debug, Serialize)]
+pub struct ProcessCounts {
+    pub task: String,
+    pub workers: usize,
+    /// Bodies whose task kept failing (`ERR:task`).
+    pub task_failed: usize,
+    pub restarts: u32,
+    pub retries: u32,
+    pub timeouts: u32,
+    pub recycled: u32,
+}
+
+impl ProcessCounts {
+    pub fn new(process: &crate::plan::ProcessPlan, stats: &Stats) -> ProcessCounts {
+        ProcessCounts {
+            task: process.task.clone(),
+            workers: process.pool.workers,
+            task_failed: 0,
+            restarts: stats.restarts,
+            retries: stats.retried,
+            timeouts: stats.timeouts,
+            recycled: stats.recycled,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -129,7 +129,6 @@ impl Header {
             0 => Format::Lines,
             1 => Format::Bin,
             2 => Format::Sum,
-            3 => Format::Text,
             other => return Err(format!("unknown format code {other}")),
         };
         let (index, count) = (u64_at(32), u64_at(40));
@@ -158,7 +157,6 @@ fn format_code(format: Format) -> u8 {
         Format::Lines => 0,
         Format::Bin => 1,
         Format::Sum => 2,
-        Format::Text => 3,
     }
 }
 

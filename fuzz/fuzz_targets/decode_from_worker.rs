@@ -9,4 +9,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = codec::hello_version(data);
     let _ = codec::decode::<FromWorker>(data);
     let _ = codec::decode_from_worker(BytesMut::from(data));
+    let _ = codec::split_records(&bytes::Bytes::copy_from_slice(data));
 });

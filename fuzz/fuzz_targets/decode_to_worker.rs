@@ -1,9 +1,12 @@
 //! What a worker decodes from the coordinator: any bytes give a message or an error, never a
-//! panic, an abort or an allocation larger than the input allows.
+//! panic, an abort or an allocation larger than the input allows; the in-place readers of body
+//! pieces and item batches too.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use powerpool_shared::{codec, ToWorker};
 
 fuzz_target!(|data: &[u8]| {
     let _ = codec::decode::<ToWorker>(data);
+    let _ = codec::body_piece(data);
+    let _ = codec::items_batch(data);
 });

@@ -47,6 +47,8 @@ pub enum CodecError {
     Encode(#[from] bincode::error::EncodeError),
     #[error("message of {0} bytes exceeds the frame limit of {MAX_FRAME} bytes")]
     TooLarge(usize),
+    #[error("malformed result records: {0}")]
+    Records(&'static str),
 }
 
 /// The frame reader both sides use: length-delimited, little-endian `u32` lengths, capped at
@@ -189,6 +191,111 @@ pub fn body_piece(body: &[u8]) -> Option<(u64, bool, &[u8])> {
     let len = read_u64(body, 13);
     (len == (body.len() - BODY_HEADER) as u64)
         .then(|| (read_u64(body, 4), body[12] == 1, &body[BODY_HEADER..]))
+}
+
+/// `ToWorker::Items`'s variant index.
+const ITEMS_TAG: u32 = 5;
+/// Tag, chunk, first, item count.
+const ITEMS_HEADER: usize = 4 + 8 + 8 + 8;
+
+/// Builds the frame of `ToWorker::Items(ItemBatch { chunk, first, items })` in place, an item
+/// at a time, each item given as the pieces it is held in: no message is built, and the
+/// bytes are copied once, into the frame.
+#[derive(Debug)]
+pub struct ItemsFrame<'a> {
+    dst: &'a mut BytesMut,
+    start: usize,
+    count: u64,
+}
+
+impl<'a> ItemsFrame<'a> {
+    /// Starts the frame at the end of `dst`.
+    pub fn begin(dst: &'a mut BytesMut, chunk: u64, first: u64) -> ItemsFrame<'a> {
+        let start = dst.len();
+        dst.put_u32_le(0);
+        dst.put_u32_le(ITEMS_TAG);
+        dst.put_u64_le(chunk);
+        dst.put_u64_le(first);
+        dst.put_u64_le(0);
+        ItemsFrame { dst, start, count: 0 }
+    }
+
+    /// Appends one item, whose bytes are the concatenation of `pieces`.
+    pub fn push<'p>(&mut self, pieces: impl IntoIterator<Item = &'p [u8]> + Clone) {
+        let len: usize = pieces.clone().into_iter().map(<[u8]>::len).sum();
+        self.dst.reserve(8 + len);
+        self.dst.put_u64_le(len as u64);
+        for piece in pieces {
+            self.dst.put_slice(piece);
+        }
+        self.count += 1;
+    }
+
+    /// Fills in the count and the length; a frame over [`MAX_FRAME`] is removed and refused.
+    pub fn finish(self) -> Result<(), CodecError> {
+        let at = self.start + LENGTH_PREFIX + 4 + 8 + 8;
+        self.dst[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
+        patch_length(self.dst, self.start)
+    }
+}
+
+/// The bytes one item adds to an items frame besides its own: its length.
+pub const ITEM_OVERHEAD: usize = 8;
+/// The bytes of an items frame besides its items.
+pub const ITEMS_FRAME_OVERHEAD: usize = LENGTH_PREFIX + ITEMS_HEADER;
+
+/// Reads a `ToWorker::Items` frame body in place: `(chunk, first, items)`, each item borrowed
+/// from the frame; `None` if the frame is not exactly such a message (the generic decoder then
+/// says what it is).
+pub fn items_batch(body: &[u8]) -> Option<(u64, u64, Vec<&[u8]>)> {
+    if body.len() < ITEMS_HEADER || read_u32(body, 0) != ITEMS_TAG {
+        return None;
+    }
+    let (chunk, first, count) = (read_u64(body, 4), read_u64(body, 12), read_u64(body, 20));
+    let mut rest = &body[ITEMS_HEADER..];
+    // Each item takes at least its 8-byte length: a count beyond that is a lie.
+    if count > (rest.len() / ITEM_OVERHEAD) as u64 {
+        return None;
+    }
+    let mut items = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if rest.len() < ITEM_OVERHEAD {
+            return None;
+        }
+        let len = usize::try_from(read_u64(rest, 0)).ok()?;
+        let item = rest.get(ITEM_OVERHEAD..ITEM_OVERHEAD.checked_add(len)?)?;
+        items.push(item);
+        rest = &rest[ITEM_OVERHEAD + len..];
+    }
+    rest.is_empty().then_some((chunk, first, items))
+}
+
+/// Appends one item's result to the payload of an items job's `Done`: a 4-byte little-endian
+/// length, then the bytes. An empty result is an empty record, never a failure.
+pub fn push_record(payload: &mut Vec<u8>, result: &[u8]) {
+    payload.extend_from_slice(&(result.len() as u32).to_le_bytes());
+    payload.extend_from_slice(result);
+}
+
+/// Splits the payload of an items job's `Done` into its records, without copying; an error if
+/// the records do not tile the payload exactly.
+pub fn split_records(payload: &Bytes) -> Result<Vec<Bytes>, CodecError> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        let end = at
+            .checked_add(4)
+            .filter(|&e| e <= payload.len())
+            .ok_or(CodecError::Records("a record length is cut off"))?;
+        let len = read_u32(payload, at) as usize;
+        let stop = end
+            .checked_add(len)
+            .filter(|&e| e <= payload.len())
+            .ok_or(CodecError::Records("a record runs past the payload"))?;
+        records.push(payload.slice(end..stop));
+        at = stop;
+    }
+    Ok(records)
 }
 
 /// The protocol version in the body of a first frame, if it is shaped like a `Hello`: variant 0,

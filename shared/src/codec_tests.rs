@@ -41,8 +41,26 @@ fn golden_encodings() {
     assert_eq!(body_hex(&done), "03000000050000000000000002000000000000000400000000000000310a340a");
     let failed = FromWorker::Failed(ChunkFailed { chunk: 1, item: Some(-1), reason: "x".into() });
     assert_eq!(body_hex(&failed), "04000000010000000000000001ffffffffffffffff010000000000000078");
-    let welcome = ToWorker::Welcome(Welcome { task: "square".into(), format: Format::Lines });
-    assert_eq!(body_hex(&welcome), "000000000600000000000000737175617265".to_owned() + "00000000");
+    let input = Input::Range(Format::Lines);
+    let welcome = ToWorker::Welcome(Welcome { task: "square".into(), input });
+    assert_eq!(
+        body_hex(&welcome),
+        "000000000600000000000000737175617265".to_owned() + "00000000" + "00000000"
+    );
+    let welcome = ToWorker::Welcome(Welcome { task: "wc".into(), input: Input::Items });
+    assert_eq!(body_hex(&welcome), "0000000002000000000000007763".to_owned() + "01000000");
+    // Variant 5, tag 4, first item 7, two items: "a" and "".
+    let batch = ToWorker::Items(ItemBatch {
+        chunk: 4,
+        first: 7,
+        items: vec![serde_bytes::ByteBuf::from(b"a".to_vec()), serde_bytes::ByteBuf::new()],
+    });
+    assert_eq!(
+        body_hex(&batch),
+        ["05000000", "0400000000000000", "0700000000000000", "0200000000000000"].concat()
+            + "010000000000000061"
+            + "0000000000000000"
+    );
     assert_eq!(
         body_hex(&ToWorker::Reject(Reject { reason: "v".into() })),
         "01000000010000000000000076"
@@ -76,6 +94,21 @@ fn huge_claimed_lengths_are_refused_without_allocating() {
     body.extend_from_slice(&2u32.to_le_bytes());
     body.extend_from_slice(&(1u64 << 62).to_le_bytes());
     assert!(decode::<FromWorker>(&body).is_err());
+    // An items batch that claims 2^40 items, and one whose only item claims 2^62 bytes.
+    let mut body = Vec::new();
+    body.extend_from_slice(&5u32.to_le_bytes());
+    body.extend_from_slice(&[0; 16]);
+    body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    body.extend_from_slice(&[0; 8]);
+    assert_eq!(items_batch(&body), None);
+    assert!(decode::<ToWorker>(&body).is_err());
+    let mut body = Vec::new();
+    body.extend_from_slice(&5u32.to_le_bytes());
+    body.extend_from_slice(&[0; 16]);
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    assert_eq!(items_batch(&body), None);
+    assert!(decode::<ToWorker>(&body).is_err());
 }
 
 #[test]
@@ -137,11 +170,21 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
 }
 
 fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
-    let format =
-        prop_oneof![Just(Format::Lines), Just(Format::Bin), Just(Format::Sum), Just(Format::Text)];
+    let input = prop_oneof![
+        Just(Input::Range(Format::Lines)),
+        Just(Input::Range(Format::Bin)),
+        Just(Input::Range(Format::Sum)),
+        Just(Input::Items)
+    ];
+    let items = proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(serde_bytes::ByteBuf::from),
+        0..6,
+    );
     prop_oneof![
-        ("[a-z-]{0,20}", format)
-            .prop_map(|(task, format)| ToWorker::Welcome(Welcome { task, format })),
+        ("[a-z-]{0,20}", input)
+            .prop_map(|(task, input)| ToWorker::Welcome(Welcome { task, input })),
+        (any::<u64>(), any::<u64>(), items)
+            .prop_map(|(chunk, first, items)| ToWorker::Items(ItemBatch { chunk, first, items })),
         ".{0,40}".prop_map(|reason| ToWorker::Reject(Reject { reason })),
         (any::<u64>(), any::<i64>(), any::<i64>())
             .prop_map(|(chunk, start, end)| ToWorker::Run(RunChunk { chunk, start, end })),
@@ -188,6 +231,39 @@ proptest! {
         } else {
             prop_assert_eq!(body_piece(&frame[4..]), None);
         }
+        if let ToWorker::Items(b) = &msg {
+            // Built in place, item by item, it is the same frame; read in place, the same items.
+            let mut built = BytesMut::new();
+            let mut items_frame = ItemsFrame::begin(&mut built, b.chunk, b.first);
+            for item in &b.items {
+                let (x, y) = item.split_at(item.len() / 2);
+                items_frame.push([x, y]);
+            }
+            items_frame.finish().expect("fits");
+            prop_assert_eq!(&built[..], &frame[..]);
+            let (chunk, first, read) = items_batch(&frame[4..]).expect("an items frame");
+            let expected: Vec<&[u8]> = b.items.iter().map(|i| &i[..]).collect();
+            prop_assert_eq!((chunk, first, read), (b.chunk, b.first, expected));
+        } else {
+            prop_assert_eq!(items_batch(&frame[4..]), None);
+        }
+    }
+
+    #[test]
+    fn records_round_trip(results in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..20), 0..8)
+    ) {
+        let mut payload = Vec::new();
+        for r in &results {
+            push_record(&mut payload, r);
+        }
+        let split = split_records(&Bytes::from(payload.clone())).expect("tiles");
+        let split: Vec<Vec<u8>> = split.iter().map(|b| b.to_vec()).collect();
+        prop_assert_eq!(split, results);
+        if !payload.is_empty() {
+            payload.pop();
+            prop_assert!(split_records(&Bytes::from(payload)).is_err());
+        }
     }
 
     #[test]
@@ -197,5 +273,7 @@ proptest! {
         let _ = decode_from_worker(BytesMut::from(&body[..]));
         let _ = hello_version(&body);
         let _ = body_piece(&body);
+        let _ = items_batch(&body);
+        let _ = split_records(&Bytes::from(body.clone()));
     }
 }

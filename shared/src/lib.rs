@@ -20,13 +20,18 @@
 //!    can be told precisely why it is refused.
 //! 2. The coordinator checks the version, the token (in constant time) and the slot id. On any
 //!    mismatch it answers [`ToWorker::Reject`] with a reason and closes the connection.
-//! 3. Otherwise it answers [`ToWorker::Welcome`], naming the task and the output format of the run.
+//! 3. Otherwise it answers [`ToWorker::Welcome`], naming the task and the job's [`Input`]: a
+//!    range answered in an output [`Format`], or opaque items.
 //! 4. The worker answers [`FromWorker::Ready`], or [`FromWorker::Fatal`] if it cannot run that
 //!    task, and exits.
-//! 5. The coordinator sends [`ToWorker::Run`] chunks (a half-open range of inputs); the worker
-//!    answers each, in the order received, with [`FromWorker::Done`] carrying the whole chunk's
-//!    output bytes in one frame, or [`FromWorker::Failed`]. Work is pulled: a worker has at most
-//!    [`PIPELINE_DEPTH`] chunks outstanding.
+//! 5. The coordinator sends work units, each tagged: for a range, [`ToWorker::Run`] chunks (a
+//!    half-open range of inputs that the worker generates itself); for items,
+//!    [`ToWorker::Items`] batches (many items in one frame), or for one item too large for a
+//!    frame, [`ToWorker::Body`] pieces of at most [`MAX_BODY_PIECE`] bytes, the last marked.
+//!    The worker answers each unit, in the order received, with [`FromWorker::Done`] carrying
+//!    the whole unit's output in one frame (for items, one length-prefixed record per item:
+//!    [`codec::push_record`]), or [`FromWorker::Failed`] naming the failing input or item when
+//!    it knows it. Work is pulled: a worker has at most [`PIPELINE_DEPTH`] units outstanding.
 //! 6. [`ToWorker::Shutdown`], or end of file on the socket, ends the worker with exit status 0.
 
 pub mod codec;
@@ -39,8 +44,8 @@ pub mod wide;
 
 pub use codec::{CodecError, MAX_FRAME};
 pub use message::{
-    BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Reject, RunChunk,
-    ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
+    BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Input, ItemBatch, Reject,
+    RunChunk, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
 };
 pub use version::PROTOCOL_VERSION;
 pub use wide::I256;

@@ -21,16 +21,38 @@ pub enum ToWorker {
     Run(RunChunk),
     /// No more work: exit with status 0.
     Shutdown,
-    /// A piece of a body for a byte task (`fetch --process`); a body is one or more pieces,
-    /// the last marked, each at most [`MAX_BODY_PIECE`] bytes.
+    /// A piece of one large item (items jobs): an item too large for a batch travels alone as
+    /// one or more pieces, the last marked, each at most [`MAX_BODY_PIECE`] bytes.
     Body(BodyPiece),
+    /// A batch of items (items jobs), computed in order; answered with one `Done` whose payload
+    /// holds one record per item (see [`crate::codec::push_record`]).
+    Items(ItemBatch),
 }
 
-/// The largest body piece one frame carries: 1 MiB, so a body of any size travels in bounded
-/// frames.
+/// The largest piece of an item one frame carries: 1 MiB, so an item of any size travels in
+/// bounded frames.
 pub const MAX_BODY_PIECE: usize = 1 << 20;
 
-/// A piece of the body numbered `chunk` (the coordinator's tag, echoed in the answer).
+/// Items `first..first + items.len()` of the run, tagged `chunk` (echoed in the answer).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemBatch {
+    pub chunk: u64,
+    /// The index of the first item: a failure names its item by index.
+    pub first: u64,
+    pub items: Vec<serde_bytes::ByteBuf>,
+}
+
+impl fmt::Debug for ItemBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemBatch")
+            .field("chunk", &self.chunk)
+            .field("first", &self.first)
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+/// A piece of the item sent alone as `chunk` (the coordinator's tag, echoed in the answer).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyPiece {
     pub chunk: u64,
@@ -80,7 +102,17 @@ pub struct Hello {
 pub struct Welcome {
     /// A task name from the worker's registry.
     pub task: String,
-    pub format: Format,
+    pub input: Input,
+}
+
+/// What a job's work units are.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum Input {
+    /// Slices of an integer range ([`ToWorker::Run`]), each answered in this format.
+    Range(Format),
+    /// Opaque items ([`ToWorker::Items`], or [`ToWorker::Body`] pieces for a large one), each
+    /// answered with one record of bytes.
+    Items,
 }
 
 /// Why a handshake was refused.
@@ -128,6 +160,7 @@ pub struct ChunkDone {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct ChunkFailed {
     pub chunk: u64,
+    /// The failing input (range jobs) or the failing item's index (items jobs).
     pub item: Option<i64>,
     pub reason: String,
 }
@@ -142,8 +175,6 @@ pub enum Format {
     Bin,
     /// The chunk's exact sum, as a 32-byte little-endian [`crate::I256`].
     Sum,
-    /// Byte tasks: the result of one body, as UTF-8 text (a digest, counts).
-    Text,
 }
 
 impl Format {
@@ -156,7 +187,6 @@ impl Format {
             Format::Lines => 1 << 18,
             Format::Bin => 1 << 19,
             Format::Sum => crate::MAX_CHUNK_ITEMS,
-            Format::Text => 0,
         }
     }
 
@@ -167,8 +197,6 @@ impl Format {
             Format::Lines => 41,
             Format::Bin => 16,
             Format::Sum => 0,
-            // The whole result of one body.
-            Format::Text => 4096,
         }
     }
 }

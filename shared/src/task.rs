@@ -66,6 +66,19 @@ pub const TASKS: &[TaskSpec] = &[
         about: "square after sleeping 1 ms per item (tests: a run long enough to disturb)",
         test_only: true,
     },
+    TaskSpec {
+        name: "empty",
+        kind: TaskKind::Bytes,
+        about: "body -> the empty string (tests: an empty result is a result, not a failure)",
+        test_only: true,
+    },
+    TaskSpec {
+        name: "poison-bytes",
+        kind: TaskKind::Bytes,
+        about: "wc, but a body that starts with `panic` panics and one that starts with `segv` \
+                segfaults (tests: poison items are isolated on the item path)",
+        test_only: true,
+    },
 ];
 
 /// Whether the hidden test tasks are enabled in this process's environment.

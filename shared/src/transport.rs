@@ -53,13 +53,6 @@ pub fn split(stream: Stream) -> (FrameReader<Half>, FrameWriter<Half>) {
 #[derive(Debug)]
 pub struct Half(Arc<Stream>);
 
-impl Half {
-    /// The underlying connection, for its peer credentials.
-    pub fn stream(&self) -> &Stream {
-        &self.0
-    }
-}
-
 impl AsyncRead for Half {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -103,11 +96,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn next_frame(&mut self) -> io::Result<Option<BytesMut>> {
         self.inner.next().await.transpose()
     }
-
-    /// The reader's I/O object.
-    pub fn get_ref(&self) -> &R {
-        self.inner.get_ref()
-    }
 }
 
 /// Writes whole frames from one reused buffer, so steady-state sends allocate nothing.
@@ -138,15 +126,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.flush_buf().await
     }
 
-    /// Sends `FromWorker::Done` for a chunk whose output is `payload`.
-    pub async fn send_done(
+    /// Sends one frame that `build` appends to the (empty) reused buffer, for frames built in
+    /// place such as [`codec::ItemsFrame`].
+    pub async fn send_built(
         &mut self,
-        chunk: u64,
-        items: u64,
-        payload: &[u8],
+        build: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<(), SendError> {
         self.buf.clear();
-        codec::write_done_frame(chunk, items, payload, &mut self.buf)?;
+        build(&mut self.buf)?;
         self.flush_buf().await
     }
 

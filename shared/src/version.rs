@@ -3,7 +3,10 @@
 //! Changelog:
 //! - 1: first version (Hello, Welcome/Reject, Ready/Fatal, Run, Done/Failed, Shutdown).
 //! - 2: byte tasks: `ToWorker::Body` pieces and `Format::Text` (`fetch --process`).
+//! - 3: items jobs: `Welcome` names its `Input` (a range in a format, or items) instead of a
+//!   format; `ToWorker::Items` batches; `Done` of an items job carries one record per item;
+//!   `Format::Text` removed.
 
 /// Bumped whenever any message's encoding changes. A worker of another version is refused in the
 /// handshake with a message that names both versions.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -3,6 +3,7 @@
 //! from the command line and from the library.
 
 use futures::StreamExt;
+use powerpool::pool::PoolError;
 use powerpool::{Error, Pool};
 use powerpool_tests::*;
 use std::time::Duration;
@@ -106,11 +107,17 @@ fn a_failing_input_ends_the_stream_after_every_result_before_it() {
             assert_eq!(r.as_ref().expect("ok"), &((x * x) as i128));
         }
         match &results[50] {
-            Err(Error::TaskFailed { item: 50, reason, .. }) => assert!(reason.contains("SIGSEGV")),
+            Err(Error::Pool(PoolError::TaskFailed { offset: 50, what, reason, .. })) => {
+                assert_eq!(what, "input 50");
+                assert!(reason.contains("SIGSEGV"), "{reason}");
+            }
             other => panic!("expected the failure of input 50, got {other:?}"),
         }
         let unknown: Vec<_> = pool.map("no-such-task", 0..10).collect().await;
-        assert!(matches!(unknown.as_slice(), [Err(Error::JobRefused(_))]), "{unknown:?}");
+        assert!(
+            matches!(unknown.as_slice(), [Err(Error::Pool(PoolError::JobRefused(_)))]),
+            "{unknown:?}"
+        );
     });
 }
 

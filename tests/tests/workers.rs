@@ -134,7 +134,7 @@ fn a_worker_of_another_protocol_version_is_refused_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "rogue: rejected: protocol version mismatch: worker speaks 999, coordinator speaks 2"
+            "rogue: rejected: protocol version mismatch: worker speaks 999, coordinator speaks 3"
         ),
         "{stderr}"
     );

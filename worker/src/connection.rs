@@ -10,7 +10,7 @@
 use powerpool_shared::codec::{self};
 use powerpool_shared::env::{self, from_hex};
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
-use powerpool_shared::{Format, FromWorker, Hello, ToWorker, Welcome, PROTOCOL_VERSION, TOKEN_LEN};
+use powerpool_shared::{FromWorker, Hello, Input, ToWorker, Welcome, PROTOCOL_VERSION, TOKEN_LEN};
 use std::path::PathBuf;
 
 /// What the coordinator told this worker through its environment.
@@ -97,7 +97,7 @@ pub struct Session {
     pub reader: FrameReader<Half>,
     pub writer: FrameWriter<Half>,
     pub task: String,
-    pub format: Format,
+    pub input: Input,
 }
 
 /// Connects and says `Hello`; returns the job from `Welcome`.
@@ -116,7 +116,7 @@ pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
     writer.send(&hello).await?;
     let frame = reader.next_frame().await?.ok_or(ConnError::ClosedEarly)?;
     match codec::decode::<ToWorker>(&frame)? {
-        ToWorker::Welcome(Welcome { task, format }) => Ok(Session { reader, writer, task, format }),
+        ToWorker::Welcome(Welcome { task, input }) => Ok(Session { reader, writer, task, input }),
         ToWorker::Reject(reject) => Err(ConnError::Rejected(reject.reason)),
         other => Err(ConnError::Unexpected(format!("{other:?}"))),
     }

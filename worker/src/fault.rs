@@ -3,6 +3,7 @@
 //! `scripts/chaos` can provoke every fault the coordinator must survive; they are registered only
 //! when [`powerpool_shared::task::TEST_TASKS_ENV`] is `1`.
 
+use crate::bytes::{ByteState, WcState};
 use crate::registry::square;
 use powerpool_shared::task::{FaultKind, FaultSpec, FLAKY_DIR_ENV};
 use std::path::PathBuf;
@@ -69,4 +70,43 @@ fn exhaust_memory() {
     let mut hog: Vec<u8> = Vec::with_capacity(4 << 30);
     hog.push(1);
     std::hint::black_box(&hog);
+}
+
+/// `empty`: every body's result is the empty string.
+#[derive(Debug, Default)]
+pub struct Empty;
+
+impl ByteState for Empty {
+    fn update(&mut self, _piece: &[u8]) {}
+
+    fn finish(self: Box<Self>) -> String {
+        String::new()
+    }
+}
+
+/// `poison-bytes`: `wc`, except that a body starting with `panic` panics and one starting with
+/// `segv` takes the worker down with SIGSEGV.
+#[derive(Debug, Default)]
+pub struct PoisonBytes {
+    wc: WcState,
+    started: bool,
+}
+
+impl ByteState for PoisonBytes {
+    fn update(&mut self, piece: &[u8]) {
+        if !self.started {
+            self.started = true;
+            if piece.starts_with(b"panic") {
+                fail(FaultKind::Panic, 0);
+            }
+            if piece.starts_with(b"segv") {
+                fail(FaultKind::Segv, 0);
+            }
+        }
+        self.wc.update(piece);
+    }
+
+    fn finish(self: Box<Self>) -> String {
+        Box::new(self.wc).finish()
+    }
 }

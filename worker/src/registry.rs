@@ -77,8 +77,6 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
                     slot.copy_from_slice(&f(x).to_le_bytes());
                 }
             }
-            // Integer tasks have no text form; the worker refuses such a job before it runs.
-            Format::Text => {}
             Format::Sum => {
                 let mut sum = I256::ZERO;
                 for x in start..end {
@@ -121,6 +119,12 @@ impl Registry {
             reg.register("slow-square", |x| {
                 std::thread::sleep(Duration::from_millis(1));
                 square(x)
+            });
+            reg.register_bytes("empty", || {
+                Box::<crate::fault::Empty>::default() as Box<dyn ByteState>
+            });
+            reg.register_bytes("poison-bytes", || {
+                Box::<crate::fault::PoisonBytes>::default() as Box<dyn ByteState>
             });
         }
         reg

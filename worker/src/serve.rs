@@ -4,7 +4,7 @@ use crate::bytes::{ByteState, ByteTask};
 use crate::connection::{self, ConnError, Session};
 use crate::exit;
 use crate::registry::{ChunkOutput, ChunkTask, Registry};
-use powerpool_shared::{codec, ChunkFailed, Fatal, Format, FromWorker, RunChunk, ToWorker};
+use powerpool_shared::{codec, ChunkFailed, Fatal, FromWorker, Input, RunChunk, ToWorker};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -36,14 +36,13 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
 }
 
 async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnError> {
-    let job = if session.format == Format::Text {
-        registry.get_bytes(&session.task).map(Job::Bytes)
-    } else {
-        registry.get(&session.task).map(Job::Int)
+    let job = match session.input {
+        Input::Items => registry.get_bytes(&session.task).map(Job::Items),
+        Input::Range(_) => registry.get(&session.task).map(Job::Range),
     };
     let Some(job) = job else {
         let known: Vec<&str> = registry.names().collect();
-        let kind = if session.format == Format::Text { "byte" } else { "integer" };
+        let kind = if session.input == Input::Items { "byte" } else { "integer" };
         let reason = format!(
             "unknown {kind} task '{}' (this worker has: {})",
             session.task,
@@ -54,25 +53,32 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
     };
     session.writer.send(&FromWorker::Ready).await?;
     let mut out = ChunkOutput::default();
-    // The body being received, for a byte task: its tag, state and length so far.
+    // An items job's answer is built here, after room for the frame header, and reused.
+    let mut records = Vec::new();
+    // The large item being received in pieces: its tag, state and length so far.
     let mut body: BodyInProgress = None;
     while let Some(frame) = session.reader.next_frame().await? {
-        // Body pieces are read in place, without copying their bytes into a message.
-        if let (Job::Bytes(task), Some((tag, last, bytes))) = (&job, codec::body_piece(&frame)) {
-            on_piece(&mut session, *task, &mut body, tag, last, bytes).await?;
-            continue;
+        // Items and pieces are read in place, without copying their bytes into a message.
+        if let Job::Items(task) = &job {
+            if let Some((tag, first, items)) = codec::items_batch(&frame) {
+                let answer = compute_items(*task, tag, first, &items, &mut records);
+                send_items_answer(&mut session, answer, tag, &mut records).await?;
+                continue;
+            }
+            if let Some((tag, last, bytes)) = codec::body_piece(&frame) {
+                on_piece(&mut session, *task, &mut body, tag, last, bytes).await?;
+                continue;
+            }
         }
         match (codec::decode::<ToWorker>(&frame)?, &job) {
-            (ToWorker::Run(run), Job::Int(task)) => match compute(*task, run, &session, &mut out) {
-                Ok(items) => {
-                    codec::finish_done_frame(out.frame_mut(), run.chunk, items)?;
-                    session.writer.send_encoded(out.frame_mut()).await?;
+            (ToWorker::Run(run), Job::Range(task)) => {
+                match compute(*task, run, &session, &mut out) {
+                    Ok(items) => {
+                        codec::finish_done_frame(out.frame_mut(), run.chunk, items)?;
+                        session.writer.send_encoded(out.frame_mut()).await?;
+                    }
+                    Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
                 }
-                Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
-            },
-            (ToWorker::Body(piece), Job::Bytes(task)) => {
-                on_piece(&mut session, *task, &mut body, piece.chunk, piece.last, &piece.bytes)
-                    .await?;
             }
             (ToWorker::Shutdown, _) => return Ok(exit::OK),
             (other, _) => return Err(ConnError::Unexpected(format!("{other:?}"))),
@@ -81,11 +87,68 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
     Ok(exit::OK)
 }
 
-/// The body being received: its tag, the task's state and the length so far.
-type BodyInProgress = Option<(u64, Box<dyn ByteState>, u64)>;
+/// What this connection computes.
+enum Job<'a> {
+    Range(&'a dyn ChunkTask),
+    Items(&'a dyn ByteTask),
+}
 
-/// Feeds one piece of body `tag` to its task; after the last piece, sends the result (or the
-/// failure, if the task panicked; the body's remaining pieces are then skipped).
+/// Computes each item of a batch into `records` (after room for the frame header): one record
+/// per item. A panic fails the batch at that item, whose index the failure names.
+fn compute_items(
+    task: &dyn ByteTask,
+    tag: u64,
+    first: u64,
+    items: &[&[u8]],
+    records: &mut Vec<u8>,
+) -> Result<u64, ChunkFailed> {
+    records.clear();
+    records.resize(codec::DONE_PREFIX, 0);
+    for (i, item) in items.iter().enumerate() {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut state = task.start();
+            state.update(item);
+            state.finish()
+        }));
+        match result {
+            Ok(text) => codec::push_record(records, text.as_bytes()),
+            Err(_) => {
+                let message = take_panic_message().unwrap_or_else(|| "panicked".to_owned());
+                let index = first.saturating_add(i as u64);
+                return Err(ChunkFailed {
+                    chunk: tag,
+                    item: i64::try_from(index).ok(),
+                    reason: format!("task panicked: {message}"),
+                });
+            }
+        }
+    }
+    Ok(items.len() as u64)
+}
+
+/// Sends an items unit's answer: its records as one `Done`, or its failure.
+async fn send_items_answer(
+    session: &mut Session,
+    answer: Result<u64, ChunkFailed>,
+    tag: u64,
+    records: &mut [u8],
+) -> Result<(), ConnError> {
+    match answer {
+        Ok(count) => {
+            codec::finish_done_frame(records, tag, count)?;
+            session.writer.send_encoded(records).await?;
+        }
+        Err(failed) => session.writer.send(&FromWorker::Failed(failed)).await?,
+    }
+    Ok(())
+}
+
+/// The large item being received: its tag, the task's state.
+type BodyInProgress = Option<(u64, Box<dyn ByteState>)>;
+
+/// Feeds one piece of the large item `tag` to its task; after the last piece, sends its
+/// result as one record (or the failure, if the task panicked; the item's remaining pieces
+/// are then skipped).
 async fn on_piece(
     session: &mut Session,
     task: &dyn ByteTask,
@@ -94,11 +157,10 @@ async fn on_piece(
     last: bool,
     bytes: &[u8],
 ) -> Result<(), ConnError> {
-    if body.as_ref().is_some_and(|(t, _, _)| *t != tag) {
-        return Err(ConnError::Unexpected("a body began before the last ended".into()));
+    if body.as_ref().is_some_and(|(t, _)| *t != tag) {
+        return Err(ConnError::Unexpected("an item began before the last one ended".into()));
     }
-    let (tag, mut state, len) = body.take().unwrap_or_else(|| (tag, task.start(), 0));
-    let len = len + bytes.len() as u64;
+    let (tag, mut state) = body.take().unwrap_or_else(|| (tag, task.start()));
     let fed = panic::catch_unwind(AssertUnwindSafe(|| {
         state.update(bytes);
         state
@@ -113,13 +175,15 @@ async fn on_piece(
         return skip_until_last(session, tag, last).await;
     };
     if !last {
-        *body = Some((tag, state, len));
+        *body = Some((tag, state));
         return Ok(());
     }
     match panic::catch_unwind(AssertUnwindSafe(|| state.finish())) {
         Ok(text) => {
+            let mut payload = Vec::with_capacity(4 + text.len());
+            codec::push_record(&mut payload, text.as_bytes());
             let mut frame = bytes::BytesMut::new();
-            codec::write_done_frame(tag, len, text.as_bytes(), &mut frame)?;
+            codec::write_done_frame(tag, 1, &payload, &mut frame)?;
             session.writer.send_encoded(&frame).await?;
         }
         Err(_) => session.writer.send(&FromWorker::Failed(failure(take_panic_message()))).await?,
@@ -127,19 +191,13 @@ async fn on_piece(
     Ok(())
 }
 
-/// What this connection computes.
-enum Job<'a> {
-    Int(&'a dyn ChunkTask),
-    Bytes(&'a dyn ByteTask),
-}
-
-/// After a failed body, reads and drops its remaining pieces.
+/// After a failed item, reads and drops its remaining pieces.
 async fn skip_until_last(session: &mut Session, tag: u64, mut last: bool) -> Result<(), ConnError> {
     while !last {
         let Some(frame) = session.reader.next_frame().await? else { return Ok(()) };
         match codec::body_piece(&frame) {
             Some((t, l, _)) if t == tag => last = l,
-            _ => return Err(ConnError::Unexpected("not the rest of a failed body".into())),
+            _ => return Err(ConnError::Unexpected("not the rest of a failed item".into())),
         }
     }
     Ok(())
@@ -153,12 +211,15 @@ fn compute(
     out: &mut ChunkOutput,
 ) -> Result<u64, ChunkFailed> {
     let fail = |item, reason| ChunkFailed { chunk: run.chunk, item, reason };
+    let Input::Range(format) = session.input else {
+        return Err(fail(None, "a range chunk in an items job".to_owned()));
+    };
     let items = i128::from(run.end) - i128::from(run.start);
-    if items < 0 || items > i128::from(session.format.max_chunk_items()) {
+    if items < 0 || items > i128::from(format.max_chunk_items()) {
         return Err(fail(None, format!("invalid chunk range {}..{}", run.start, run.end)));
     }
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        task.run(run.start, run.end, session.format, out);
+        task.run(run.start, run.end, format, out);
     }));
     match result {
         Ok(()) => Ok(items as u64),

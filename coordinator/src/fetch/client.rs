@@ -72,11 +72,6 @@ impl Download {
         Ok(Download { response, max_body, received: 0 })
     }
 
-    /// The body's length as the server announced it (already checked against the limit).
-    pub(crate) fn announced(&self) -> Option<u64> {
-        self.response.content_length()
-    }
-
     pub(crate) fn status(&self) -> u16 {
         self.response.status().as_u16()
     }

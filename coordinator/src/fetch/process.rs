@@ -1,33 +1,48 @@
-//! `fetch --process TASK`: fetch concurrently on the runtime, compute each body in the worker
-//! pool, print one line per URL in input order: `<status> <bytes> <ms> <url> <result>`.
+//! `fetch --process TASK`: a client of the pool's item path. Fetches run concurrently on the
+//! runtime; each 2xx body becomes one item for the pool, which computes it in a worker; each
+//! URL gets one record in input order: its fetch, and what became of its body.
 //!
-//! Three tasks run at once: the fetcher (at most `--concurrency` GETs in flight), the pool's
-//! supervisor (bodies go to workers as they arrive, in any order) and the printer (results in
-//! input order). Memory is bounded by the *budget*: bytes fetched and not yet computed. A fetch
-//! takes budget for every piece of body it receives and waits when there is none; the budget
-//! comes back when the body's result is in. So that a body larger than what is left (or than
-//! the whole budget) cannot wedge the others, one fetch at a time may go into *overdraft* and
-//! finish its body beyond the budget: memory stays under budget + `--max-body`.
+//! Three parts run at once: the fetcher (at most `--concurrency` GETs in flight), the pool
+//! (items go to workers as they arrive, results come back as computed) and the gatherer
+//! (records in URL order). Items are numbered by the pool in the order they arrive, which is
+//! not URL order: the gatherer keeps the map between the two.
+//!
+//! Memory is bounded by the *budget*: bytes fetched and not yet computed. A fetch takes budget
+//! for every piece of body it receives (never more than the whole budget at once) and waits
+//! when there is none; the budget comes back when the body's result is in. So that a body
+//! larger than what is left (or than the whole budget) cannot wedge the others, one fetch at a
+//! time may go into *overdraft* and finish its body beyond the budget. Bodies are kept as the
+//! pieces they arrived in, never copied into one buffer nor reserved ahead from a
+//! Content-Length (a server may lie), so what is held is what arrived: at most the budget plus
+//! one body of at most `--max-body` in overdraft.
 
 use super::client::{Download, FetchOutcome};
 use crate::errors::Error;
-use crate::output::{Feed, Writer};
 use crate::plan::{FetchPlan, ProcessPlan};
-use crate::pool::{self, Body, BodyEvent, Job, Observers, Stop};
-use crate::progress;
+use crate::pool::{self, Batching, Item, Job, Observers, Outcome, ResultReceiver, Stats};
 use crate::signal::Interrupt;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
-use powerpool_shared::Format;
-use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use powerpool_shared::codec;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
+/// What became of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Computed {
+    /// Not fetched (the fetch failed): nothing to compute.
+    NotFetched,
+    /// The task's result.
+    Done(Bytes),
+    /// The task kept failing on this body.
+    Failed(String),
+}
+
 /// What a fetched body holds of the budget until its result is in.
 #[derive(Debug, Default)]
-pub struct Hold {
+struct Hold {
     _permit: Option<OwnedSemaphorePermit>,
     _overdraft: Option<OwnedMutexGuard<()>>,
 }
@@ -35,185 +50,237 @@ pub struct Hold {
 /// The byte budget: permits are bytes.
 struct Budget {
     bytes: Arc<Semaphore>,
+    total: usize,
     overdraft: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// How each URL's line begins, and whether its body went to the pool.
-type Lines = Arc<Mutex<HashMap<u64, (String, bool)>>>;
-
-/// Runs `fetch --process`.
-pub async fn command(
-    plan: FetchPlan,
-    process: ProcessPlan,
-    interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
-) -> Result<(), Error> {
-    let total = plan.urls.len() as u64;
-    let job = Job {
-        task: process.task.clone(),
-        format: Format::Text,
-        chunks: crate::chunk::Chunks::new(0, total as i64, 1),
-        workers: process.workers.min(plan.urls.len()).max(1),
-        command: process.worker.clone(),
-        retries: process.retries,
-        keep_going: true,
-        task_timeout: process.task_timeout,
-        max_tasks_per_worker: None,
-        ordered: true,
-    };
-    let lines: Lines = Arc::default();
-    let (body_tx, mut body_rx) = mpsc::unbounded_channel();
-    let budget = Budget {
-        bytes: Arc::new(Semaphore::new(usize::try_from(process.budget).unwrap_or(usize::MAX))),
-        overdraft: Arc::default(),
-    };
-    let client = super::build(plan.concurrency, plan.timeout).map_err(Error::Http)?;
-    let fetcher =
-        tokio::spawn(fetch_all(plan.clone(), client, budget, body_tx, Arc::clone(&lines)));
-    let bar = plan.progress.then(|| progress::for_fetch(total));
-    let (mut writer, feed) = Writer::channel();
-    let mut observers = Observers::default();
-    let pool_run = async {
-        let (stats, result) =
-            pool::run(&job, &mut writer, interrupts, &mut observers, Some(&mut body_rx)).await;
-        let _ = writer.finish(result.is_ok()).await;
-        (stats, result)
-    };
-    let ((stats, result), printed) = tokio::join!(pool_run, print(feed, &lines, bar.as_ref()));
-    fetcher.abort();
-    progress::finish();
-    match result {
-        Ok(()) => {}
-        Err(Stop::Fatal(err)) => return Err(err),
-        Err(Stop::Interrupted(int)) => {
-            return Err(Error::Interrupted { name: int.name, code: int.code })
-        }
-        Err(Stop::WriterGone) => {}
-    }
-    let failed = printed?;
-    if stats.restarts > 0 || stats.failed_count > 0 {
-        tracing::warn!(
-            "{} worker(s) restarted, {} body(ies) retried, {} could not be computed",
-            stats.restarts,
-            stats.retried,
-            stats.failed_count
-        );
-    }
-    match failed {
-        0 => Ok(()),
-        failed => Err(Error::FetchFailed { failed: failed as usize, total: total as usize }),
-    }
+/// One fetch finished: its outcome, and the pool's number for its body if it has one.
+struct Fetched {
+    url_index: usize,
+    outcome: FetchOutcome,
+    item: Option<(u64, Hold)>,
 }
 
-/// Fetches every URL, at most `concurrency` at once, and hands each body (or the news that
-/// there is none) to the supervisor.
+/// Runs the fetches and computes every body, calling `record` with each URL's outcome in
+/// input order (and `true` for the last of each batch that became ready together). Returns
+/// what the pool did, and how many URLs failed (their fetch or their task).
+pub async fn run(
+    plan: &FetchPlan,
+    process: &ProcessPlan,
+    interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
+    record: impl FnMut(&FetchOutcome, &Computed, bool) -> std::io::Result<()>,
+) -> (Stats, Result<(), Error>) {
+    let client = match super::build(plan.concurrency, plan.timeout) {
+        Ok(client) => client,
+        Err(err) => return (Stats::default(), Err(Error::Http(err))),
+    };
+    let total = usize::try_from(process.budget).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+    let budget =
+        Budget { bytes: Arc::new(Semaphore::new(total)), total, overdraft: Arc::default() };
+    let (items_tx, items_rx) = mpsc::channel(64);
+    let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
+    let fetcher = tokio::spawn(fetch_all(plan.clone(), client, budget, items_tx, fetched_tx));
+    let job = Job {
+        task: process.task.clone(),
+        work: pool::Work::Items {
+            source: items_rx,
+            // Small bodies share a frame; a large one travels alone, in pieces.
+            batching: Batching { max_items: 16, max_bytes: 1 << 20, window_bytes: None },
+        },
+        config: process.pool.clone(),
+        ordered: false,
+    };
+    let (mut sender, receiver) = pool::results();
+    let pool_run = async {
+        let mut observers = Observers::default();
+        let (stats, result) = pool::run(job, &mut sender, interrupts, &mut observers).await;
+        sender.finish(result.is_ok());
+        (stats, result)
+    };
+    let gathered = gather(plan.urls.len(), fetched_rx, receiver, record);
+    let ((stats, result), printed) = tokio::join!(pool_run, gathered);
+    fetcher.abort();
+    let result = match result {
+        Ok(()) => printed,
+        Err(pool::Stop::ConsumerGone) => printed.and(Err(Error::from(pool::Stop::ConsumerGone))),
+        Err(stop) => Err(Error::from(stop)),
+    };
+    (stats, result)
+}
+
+/// Fetches every URL, at most `concurrency` at once; each outcome goes to the gatherer, then
+/// each 2xx body to the pool as an item.
 async fn fetch_all(
     plan: FetchPlan,
     client: reqwest::Client,
     budget: Budget,
-    bodies: mpsc::UnboundedSender<BodyEvent>,
-    lines: Lines,
+    items: mpsc::Sender<Item>,
+    fetched: mpsc::UnboundedSender<Fetched>,
 ) {
     let (client, budget) = (&client, &budget);
-    let mut fetches =
-        futures::stream::iter(plan.urls.iter().cloned().enumerate())
-            .map(|(i, url)| async move {
-                (i as u64, fetch_body(client, url, plan.max_body, budget).await)
-            })
-            .buffer_unordered(plan.concurrency);
-    while let Some((index, (outcome, body))) = fetches.next().await {
-        let ok = body.is_some();
-        if let Ok(mut lines) = lines.lock() {
-            lines.insert(index, (outcome.line(), ok));
-        }
-        let body = body.map(|(bytes, hold)| Body { bytes, url: outcome.url.to_string(), hold });
-        if bodies.send(BodyEvent { index, body }).is_err() {
+    let mut fetches = futures::stream::iter(plan.urls.iter().cloned().enumerate())
+        .map(|(i, url)| async move { (i, fetch_body(client, url, plan.max_body, budget).await) })
+        .buffer_unordered(plan.concurrency);
+    let mut next_item = 0u64;
+    while let Some((url_index, (outcome, body))) = fetches.next().await {
+        let Some((pieces, hold)) = body else {
+            if fetched.send(Fetched { url_index, outcome, item: None }).is_err() {
+                return;
+            }
+            continue;
+        };
+        let index = next_item;
+        next_item += 1;
+        // The gatherer learns of the item before the pool can answer for it.
+        if fetched.send(Fetched { url_index, outcome, item: Some((index, hold)) }).is_err()
+            || items.send(Item::from_pieces(pieces)).await.is_err()
+        {
             return; // the run stopped
         }
     }
 }
 
-/// GETs `url` and keeps its body, taking budget for every piece received.
+/// GETs `url` and keeps its body as the pieces received, taking budget for each.
 async fn fetch_body(
     client: &reqwest::Client,
     url: url::Url,
     max_body: u64,
     budget: &Budget,
-) -> (FetchOutcome, Option<(Bytes, Hold)>) {
+) -> (FetchOutcome, Option<(Vec<Bytes>, Hold)>) {
     let start = Instant::now();
     let mut hold = Hold::default();
     let mut held = 0usize;
-    let mut body = BytesMut::new();
+    let mut pieces = Vec::new();
+    let mut bytes = 0u64;
     let status = async {
         let mut download = Download::start(client, &url, max_body).await?;
-        // Sized once from Content-Length when there is one: no doubling, no copies on growth.
-        body.reserve(usize::try_from(download.announced().unwrap_or(0)).unwrap_or(0));
         while let Some(piece) = download.next_piece().await? {
-            if hold._overdraft.is_none() {
-                take_budget(budget, piece.len(), &mut hold, &mut held).await;
-            }
-            body.extend_from_slice(&piece);
+            take_budget(budget, piece.len(), &mut hold, &mut held).await;
+            bytes += piece.len() as u64;
+            pieces.push(piece);
         }
         Ok(download.status())
     }
     .await;
-    let outcome = FetchOutcome { url, status, bytes: body.len() as u64, elapsed: start.elapsed() };
-    let body = outcome.is_success().then(|| (body.freeze(), hold));
+    let outcome = FetchOutcome { url, status, bytes, elapsed: start.elapsed() };
+    let body = outcome.is_success().then_some((pieces, hold));
     (outcome, body)
 }
 
-/// Takes `n` bytes of budget into `hold`; if none is left and this fetch already holds some,
-/// goes into overdraft (one fetch at a time) instead of waiting for budget it may be blocking.
+/// Takes `n` bytes of budget into `hold`. A fetch asks for at most the whole budget at once;
+/// what it cannot get (a piece larger than the budget, or none left while it already holds
+/// some) it takes as overdraft, one fetch at a time, instead of waiting for budget it may be
+/// blocking itself. In overdraft the rest of the body is free.
 async fn take_budget(budget: &Budget, n: usize, hold: &mut Hold, held: &mut usize) {
-    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    if hold._overdraft.is_some() || n == 0 {
+        return;
+    }
+    let want = n.min(budget.total);
+    let want32 = u32::try_from(want).unwrap_or(u32::MAX);
+    let permits = Arc::clone(&budget.bytes);
     let more = if *held == 0 {
-        Arc::clone(&budget.bytes).acquire_many_owned(n32).await.ok()
+        permits.acquire_many_owned(want32).await.ok()
     } else {
         tokio::select! {
-            permit = Arc::clone(&budget.bytes).acquire_many_owned(n32) => permit.ok(),
+            permit = permits.acquire_many_owned(want32) => permit.ok(),
             guard = Arc::clone(&budget.overdraft).lock_owned() => {
                 hold._overdraft = Some(guard);
-                None
+                return;
             }
         }
     };
     if let Some(more) = more {
-        *held += n;
+        *held += want;
         match &mut hold._permit {
             Some(permit) => permit.merge(more),
             None => hold._permit = Some(more),
         }
     }
+    if want < n {
+        // The piece is larger than the whole budget: the rest of it is overdraft.
+        hold._overdraft = Some(Arc::clone(&budget.overdraft).lock_owned().await);
+    }
 }
 
-/// Prints results in input order as the supervisor releases them; returns how many URLs
-/// failed (the fetch, or the task).
-async fn print(
-    mut feed: Feed,
-    lines: &Lines,
-    bar: Option<&indicatif::ProgressBar>,
-) -> Result<u64, Error> {
-    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout());
-    let mut failed = 0u64;
-    while let Some(Some(released)) = feed.rx.recv().await {
-        let (prefix, fetched) =
-            lines.lock().ok().and_then(|mut l| l.remove(&released.first)).unwrap_or_default();
-        let result = match (fetched, released.bytes.is_empty()) {
-            (false, _) => "-".to_owned(),
-            (true, true) => "ERR:task".to_owned(),
-            (true, false) => String::from_utf8_lossy(&released.bytes).into_owned(),
-        };
-        if !fetched || released.bytes.is_empty() {
-            failed += 1;
+/// Puts outcomes back in URL order: fetch outcomes arrive as fetches finish, results as the
+/// pool computes them (numbered by item). Returns an error only if `record` fails; failed
+/// URLs are counted by the caller from the records.
+async fn gather(
+    urls: usize,
+    mut fetched: mpsc::UnboundedReceiver<Fetched>,
+    mut results: ResultReceiver,
+    mut record: impl FnMut(&FetchOutcome, &Computed, bool) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let mut outcomes: BTreeMap<usize, (FetchOutcome, Option<u64>)> = BTreeMap::new();
+    let mut computed: HashMap<u64, Computed> = HashMap::new();
+    let mut holds: HashMap<u64, Hold> = HashMap::new();
+    let mut next_url = 0usize;
+    let mut taken = 0u64;
+    let mut pool_open = true;
+    while next_url < urls {
+        tokio::select! {
+            biased;
+            Some(f) = fetched.recv() => {
+                let index = f.item.map(|(index, hold)| {
+                    holds.insert(index, hold);
+                    index
+                });
+                outcomes.insert(f.url_index, (f.outcome, index));
+            }
+            released = results.rx.recv(), if pool_open => match released {
+                Some(Some(released)) => {
+                    let answers = answers_of(released.first, released.end, released.outcome);
+                    for (index, answer) in answers {
+                        // Its memory and its share of the budget go back now.
+                        holds.remove(&index);
+                        computed.insert(index, answer);
+                        taken += 1;
+                    }
+                    results.consumed.send_replace(taken);
+                }
+                // The pool is done: what is left comes from the fetches alone.
+                Some(None) => pool_open = false,
+                // The pool stopped short (its error says why): nothing more is in order.
+                None => return Ok(()),
+            },
+            else => break,
         }
-        writeln!(out, "{prefix} {result}").map_err(Error::Output)?;
-        feed.written.send_replace(released.end);
-        if let Some(bar) = bar {
-            bar.inc(1);
+        // Every URL whose outcome (and result, if it has a body) is known, in order.
+        let mut ready = Vec::new();
+        while let Some((outcome, item)) = outcomes.get(&next_url) {
+            let answer = match item {
+                None => Computed::NotFetched,
+                Some(index) => match computed.remove(index) {
+                    Some(answer) => answer,
+                    None if pool_open => break,
+                    None => Computed::Failed("no result came back for it".into()),
+                },
+            };
+            ready.push((outcome.clone(), answer));
+            outcomes.remove(&next_url);
+            next_url += 1;
         }
-        if feed.rx.is_empty() {
-            out.flush().map_err(Error::Output)?;
+        let last = ready.len();
+        for (n, (outcome, answer)) in ready.iter().enumerate() {
+            record(outcome, answer, n + 1 == last).map_err(Error::Output)?;
+        }
+        if !pool_open && fetched.is_closed() && fetched.is_empty() && outcomes.is_empty() {
+            break;
         }
     }
-    out.flush().map_err(Error::Output)?;
-    Ok(failed)
+    Ok(())
+}
+
+/// The answers in one released unit of items `first..end`.
+fn answers_of(first: u64, end: u64, outcome: Outcome) -> Vec<(u64, Computed)> {
+    match outcome {
+        Outcome::Failed(reason) => {
+            (first..end).map(|i| (i, Computed::Failed(reason.clone()))).collect()
+        }
+        Outcome::Done(records) => match codec::split_records(&records) {
+            Ok(records) => (first..end).zip(records.into_iter().map(Computed::Done)).collect(),
+            // The pool checked the records; this cannot happen, but is never a wrong result.
+            Err(err) => (first..end).map(|i| (i, Computed::Failed(err.to_string()))).collect(),
+        },
+    }
 }

@@ -1,174 +1,133 @@
-//! What the supervisor does when something fails: a chunk reported as failed (a caught panic),
-//! a worker that died or overran its deadline, a worker that never started. Every case ends in
+//! What the engine does when something fails: a unit reported as failed (a caught panic), a
+//! worker that died or overran its deadline, a worker that never started. Every case ends in
 //! one of three places: the unit runs again (see `work.rs` for retries and bisection), the item
-//! is given up (stop before it, or skip it under `--keep-going`), or the run ends because
-//! workers cannot start at all.
+//! is given up (stop before it, or skip it under `keep_going`), or the run ends because
+//! workers cannot start at all (see `restart.rs`).
 
+use super::engine::{name_one, Engine, Kind};
+use super::job::Outcome;
 use super::process::Exit;
-use super::supervisor::{Stop, Supervisor};
+use super::restart::GiveUp;
 use super::work::{Unit, Verdict};
-use super::FailedItem;
-use crate::errors::Error;
-use crate::output::Writer;
-use bytes::Bytes;
+use super::{FailedItem, PoolError, Stop};
 use powerpool_shared::ChunkFailed;
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
-/// Workers in a row that may fail to start before the run gives up.
-const MAX_START_FAILURES: u32 = 5;
-/// Failed items kept for the final list under `--keep-going` (the count is always exact).
+/// Failed items kept for the final list under `keep_going` (the count is always exact).
 const FAILED_ITEMS_KEPT: usize = 1000;
 
-impl Supervisor<'_> {
+impl Engine {
     /// A worker reported that a unit failed (a caught panic): it stays up, the unit is blamed.
-    pub(super) fn on_failed(
-        &mut self,
-        id: u64,
-        failed: ChunkFailed,
-        writer: &Writer,
-    ) -> Result<(), Stop> {
-        let Some(w) = self.workers.get_mut(&id) else { return Ok(()) };
-        let Some(pos) = w.in_flight.iter().position(|f| f.tag == failed.chunk) else {
-            return Ok(());
-        };
-        let attempt = w.in_flight.remove(pos);
+    pub(super) fn on_failed(&mut self, id: u64, failed: ChunkFailed, now: Instant) {
+        let Some(w) = self.workers.get(&id) else { return };
+        let Some(pos) = w.in_flight.iter().position(|f| f.tag == failed.chunk) else { return };
+        let attempt = w.in_flight[pos];
+        let pid = self.answered(id, pos, now);
+        self.restarts.answered();
         let unit = attempt.unit;
-        let pid = w.pid.unwrap_or(0);
-        w.completed += 1;
-        self.answered += 1;
-        let at = failed.item.and_then(|x| self.job.chunks.offset_of(x, unit.first, unit.end));
+        let at = failed.item.and_then(|x| self.offset_of(x, unit));
         tracing::warn!("worker pid {pid}: {}", failed.reason);
-        self.log_attempt(pid, &attempt, &format!("failed: {}", failed.reason));
-        self.blame(unit, at, format!("{} (worker pid {pid})", failed.reason), writer)
+        self.log(pid, &attempt, now, format!("failed: {}", failed.reason));
+        self.blame(unit, at, format!("{} (worker pid {pid})", failed.reason));
     }
 
     /// A worker process ended. Its oldest unit was running and is blamed; the rest had not
     /// started and run again without blame. Then a replacement is scheduled.
-    pub(super) fn on_exit(
-        &mut self,
-        id: u64,
-        exit: Exit,
-        note: Option<String>,
-        timed_out: bool,
-        writer: &Writer,
-    ) -> Result<(), Stop> {
-        let Some(w) = self.workers.remove(&id) else { return Ok(()) };
-        let w_retiring = w.retiring;
-        let pid = w.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+    pub(super) fn on_exit(&mut self, id: u64, exit: Exit, note: Option<String>, now: Instant) {
+        let Some(w) = self.workers.remove(&id) else { return };
+        let pid = w.pid.map_or_else(|| "(not started)".to_owned(), |p| p.to_string());
+        let note = w.timed_out.clone().or(note);
         let how = match &note {
             Some(note) => format!("{exit} ({note})"),
             None => exit.to_string(),
         };
         if w.retiring && w.in_flight.is_empty() && exit == Exit::Code(0) {
-            tracing::debug!("worker pid {pid} retired after {} chunks", w.completed);
-            return Ok(());
+            tracing::debug!("worker pid {pid} retired after {} units", w.completed);
+            return;
         }
-        if timed_out {
+        if w.timed_out.is_some() {
             self.stats.timeouts += 1;
         }
         // A worker that never answered anything and had nothing to blame did not really start.
-        if !w.ready || (w.completed == 0 && w.in_flight.is_empty()) {
-            self.start_failure(&pid, &how)?;
+        let verdict = if !w.ready || (w.completed == 0 && w.in_flight.is_empty()) {
+            tracing::warn!("worker pid {pid} failed to start: {how}");
+            self.restarts.start_failed()
         } else {
             tracing::warn!("worker pid {pid} {how}");
-            self.deaths_in_a_row += 1;
-            if self.answered == 0 {
-                self.no_answer_yet(&pid, &how)?;
-            }
+            self.restarts.died()
+        };
+        if let Err(give_up) = verdict {
+            self.finished = Some(Err(Stop::Fatal(self.give_up(give_up, &pid, &how))));
+            return;
         }
         let pid_n = w.pid.unwrap_or(0);
         let mut lost = w.in_flight.into_iter();
         if let Some(running) = lost.next() {
             for queued in lost {
-                self.log_attempt(pid_n, &queued, "requeued: its worker died before starting it");
+                self.log(
+                    pid_n,
+                    &queued,
+                    now,
+                    "requeued: its worker died before starting it".into(),
+                );
                 self.work.requeue(queued.unit);
             }
-            self.log_attempt(pid_n, &running, &format!("died: {how}"));
-            self.blame(running.unit, None, format!("worker pid {pid} {how}"), writer)?;
+            self.log(pid_n, &running, now, format!("died: {how}"));
+            self.blame(running.unit, None, format!("worker pid {pid} {how}"));
         }
         // A retiring worker's replacement was started when it retired.
-        if self.needs_workers() && !w_retiring {
-            self.schedule_respawn();
+        if self.needs_workers() && !w.retiring {
+            self.schedule_respawn(now);
         }
-        Ok(())
     }
 
-    fn start_failure(&mut self, pid: &str, how: &str) -> Result<(), Stop> {
-        self.start_failures += 1;
-        tracing::warn!("worker pid {pid} failed to start: {how}");
-        if self.start_failures >= MAX_START_FAILURES {
-            let last = match &self.last_refusal {
-                Some(why) => format!("worker pid {pid} {how}; its connection was refused: {why}"),
-                None => format!("worker pid {pid} {how}"),
-            };
-            return Err(Stop::Fatal(Error::WorkersWontStart {
-                attempts: self.start_failures,
-                last,
-            }));
+    fn give_up(&self, why: GiveUp, pid: &str, how: &str) -> PoolError {
+        let last = format!("worker pid {pid} {how}");
+        match why {
+            GiveUp::WontStart { attempts } => {
+                let last = match &self.last_refusal {
+                    Some(why) => format!("{last}; its connection was refused: {why}"),
+                    None => last,
+                };
+                PoolError::WorkersWontStart { attempts, last }
+            }
+            GiveUp::KeepDying { deaths } => PoolError::WorkersKeepDying { deaths, last },
         }
-        Ok(())
     }
 
-    /// Workers that die on their first unit, every one, before any unit of the run was ever
-    /// answered, are broken rather than unlucky: even a poison first input is cornered in fewer
-    /// deaths (the whole chunk's tries, at most 24 halvings, the input's own tries).
-    fn no_answer_yet(&mut self, pid: &str, how: &str) -> Result<(), Stop> {
-        self.deaths_before_any_answer += 1;
-        let limit = 2 * (self.job.retries + 1) + 25;
-        if self.deaths_before_any_answer > limit {
-            return Err(Stop::Fatal(Error::WorkersKeepDying {
-                deaths: self.deaths_before_any_answer,
-                last: format!("worker pid {pid} {how}"),
-            }));
+    /// The offset of the failing input or item a worker named, if it lies in `unit`.
+    fn offset_of(&self, item: i64, unit: Unit) -> Option<u64> {
+        match &self.kind {
+            Kind::Range { chunks, .. } => chunks.offset_of(item, unit.first, unit.end),
+            Kind::Items(_) => {
+                u64::try_from(item).ok().filter(|x| (unit.first..unit.end).contains(x))
+            }
         }
-        Ok(())
-    }
-
-    /// Restart backoff: workers that fail to start wait 25 ms, doubling to 1 s; workers that
-    /// die on a unit are replaced at once, then after 1 ms doubling to 100 ms while deaths
-    /// follow each other with no result in between (a poison item being cornered).
-    fn schedule_respawn(&mut self) {
-        let delay = match (self.start_failures, self.deaths_in_a_row) {
-            (0, 0 | 1) => Duration::ZERO,
-            (0, n) => Duration::from_millis(1 << (n - 2).min(7)).min(Duration::from_millis(100)),
-            (n, _) => Duration::from_millis(25 << (n - 1).min(6)).min(Duration::from_secs(1)),
-        };
-        self.stats.restarts += 1;
-        if let Some(bar) = &self.observers.progress {
-            bar.set_message(format!("{} restart(s)", self.stats.restarts));
-        }
-        self.respawns_due += 1;
-        self.respawn_at = Instant::now() + delay;
     }
 
     /// Records a failure of `unit`: run it again (whole or in pieces), or give up its item.
-    fn blame(
-        &mut self,
-        unit: Unit,
-        at: Option<u64>,
-        reason: String,
-        writer: &Writer,
-    ) -> Result<(), Stop> {
+    fn blame(&mut self, unit: Unit, at: Option<u64>, reason: String) {
         match self.work.blame(unit, at) {
             Verdict::Requeued => self.stats.retried += 1,
             Verdict::Poison(offset) => {
-                let item = self.job.chunks.item(offset);
-                let attempts = self.job.retries + 1;
-                tracing::warn!("input {item} failed {attempts} time(s); last: {reason}");
-                if self.job.keep_going {
+                let what = name_one(&self.kind, offset);
+                let attempts = self.config.retries + 1;
+                tracing::warn!("{what} failed {attempts} time(s); last: {reason}");
+                if self.config.keep_going {
                     self.stats.failed_count += 1;
                     if self.stats.failed_items.len() < FAILED_ITEMS_KEPT {
-                        self.stats.failed_items.push(FailedItem { item, reason });
+                        let reason = reason.clone();
+                        self.stats.failed_items.push(FailedItem { offset, what, reason });
                     }
-                    return self.release(offset, offset + 1, Bytes::new(), writer);
+                    self.release(offset, offset + 1, Outcome::Failed(reason));
+                    return;
                 }
                 if self.poisoned.as_ref().is_none_or(|(at, _)| offset < *at) {
                     self.work.stop_before(offset);
-                    self.poisoned = Some((offset, Error::TaskFailed { item, attempts, reason }));
+                    let err = PoolError::TaskFailed { what, offset, attempts, reason };
+                    self.poisoned = Some((offset, err));
                 }
             }
         }
-        Ok(())
     }
 }

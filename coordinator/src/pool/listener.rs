@@ -2,13 +2,14 @@
 //! every connection passes before it may reach the supervisor.
 
 use powerpool_shared::codec;
-use powerpool_shared::env::to_hex;
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half, Listener};
 use powerpool_shared::{FromWorker, Hello, Reject, ToWorker, PROTOCOL_VERSION, TOKEN_LEN};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a new connection may take to say `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,41 +17,37 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A fresh directory, mode 0700, holding the run's socket; removed with everything in it on drop.
 #[derive(Debug)]
 pub struct SocketDir {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl SocketDir {
-    /// Creates `powerpool-<pid>-<random>` under `$XDG_RUNTIME_DIR` when set, else the temp dir.
+    /// Creates `powerpool-<pid>-<random>` under `$XDG_RUNTIME_DIR` when set, else the temp dir
+    /// (mode 0700, a random name that a rerun never meets).
     pub fn create() -> io::Result<SocketDir> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random)?;
-        let dir = base.join(format!("powerpool-{}-{}", std::process::id(), to_hex(&random)));
-        let mut builder = std::fs::DirBuilder::new();
+        let in_base =
+            |e: io::Error| io::Error::new(e.kind(), format!("in '{}': {e}", base.display()));
+        let prefix = format!("powerpool-{}-", std::process::id());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o700));
         }
-        builder.create(&dir)?;
+        let dir = builder.tempdir_in(&base).map_err(in_base)?;
         Ok(SocketDir { dir })
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn socket_path(&self) -> PathBuf {
         self.path().join("pool.sock")
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -73,37 +70,99 @@ pub struct Authenticated {
     pub writer: FrameWriter<Half>,
 }
 
-/// Accepts connections forever, checking each on its own task so a silent one blocks nothing;
-/// sends the ones that pass to `out`, and the reason each other one was refused.
+/// Where authenticated connections go: each slot registers its worker (id and pid) with the
+/// sender its connection is to arrive on.
+#[derive(Debug)]
+pub struct Registration {
+    pub worker_id: u64,
+    pub pid: u32,
+    pub conn: oneshot::Sender<Authenticated>,
+}
+
+/// Accepts connections until the run ends, checking each on its own task so a silent one
+/// blocks nothing. A connection that passes goes straight to the slot registered for its
+/// worker id; the reason each other one was refused goes to `refusals`.
 pub async fn accept_loop(
     listener: Listener,
     token: [u8; TOKEN_LEN],
-    out: mpsc::UnboundedSender<Result<Authenticated, String>>,
+    mut registrations: mpsc::UnboundedReceiver<Registration>,
+    refusals: mpsc::UnboundedSender<String>,
 ) {
     use interprocess::local_socket::traits::tokio::Listener as _;
+    let (checked_tx, mut checked) = mpsc::unbounded_channel();
+    let mut waiting: HashMap<u64, Registration> = HashMap::new();
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let out = out.clone();
-                tokio::spawn(async move {
-                    let verdict = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        check(stream, &token),
-                    )
-                    .await
-                    {
-                        Ok(verdict) => verdict,
-                        Err(_) => Err(format!("no hello within {HANDSHAKE_TIMEOUT:?}")),
-                    };
-                    let _ = out.send(verdict);
-                });
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    let checked_tx = checked_tx.clone();
+                    tokio::spawn(async move {
+                        let verdict =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, check(stream, &token)).await;
+                        let verdict = verdict.unwrap_or_else(|_| {
+                            Err(format!("no hello within {HANDSHAKE_TIMEOUT:?}"))
+                        });
+                        let _ = checked_tx.send(verdict);
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(slot) = registrations.recv() => {
+                waiting.retain(|_, s| !s.conn.is_closed());
+                waiting.insert(slot.worker_id, slot);
             }
-            Err(err) => {
-                tracing::warn!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            Some(verdict) = checked.recv() => match verdict {
+                Ok(auth) => match waiting.get(&auth.worker_id) {
+                    // Only the process the slot started (or one in its process group, for a
+                    // wrapper) may take the slot's place: SO_PEERCRED says who connected.
+                    Some(slot) if spawned_by(slot.pid, auth.peer_pid) => {
+                        let slot = waiting.remove(&auth.worker_id).expect("found just above");
+                        let _ = slot.conn.send(auth);
+                    }
+                    Some(_) => {
+                        let why = format!(
+                            "a connection for worker id {} from pid {}: not a process this \
+                             coordinator started",
+                            auth.worker_id,
+                            auth.peer_pid.map_or_else(|| "unknown".into(), |p| p.to_string())
+                        );
+                        let _ = refusals.send(why);
+                    }
+                    None => {
+                        let why = format!(
+                            "a connection for worker id {} (pid {}): no such worker is waiting",
+                            auth.worker_id, auth.pid
+                        );
+                        let _ = refusals.send(why);
+                    }
+                },
+                Err(why) => {
+                    let _ = refusals.send(why);
+                }
+            },
         }
     }
+}
+
+/// Whether `peer` (a socket peer's pid from SO_PEERCRED) is `leader` or runs in its process
+/// group (a worker command may be a wrapper that execs or forks the real worker). Without peer
+/// credentials there is nothing to compare, and the token alone decides.
+fn spawned_by(leader: u32, peer: Option<u32>) -> bool {
+    let Some(peer) = peer else { return true };
+    if peer == leader {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: getpgid reads no memory of ours; a stale pid only fails.
+        let group = unsafe { libc::getpgid(peer as libc::pid_t) };
+        group == leader as libc::pid_t
+    }
+    #[cfg(not(unix))]
+    false
 }
 
 async fn check(
@@ -142,21 +201,12 @@ async fn check(
         Ok(_) | Err(_) => return Err("malformed hello".to_owned()),
     };
     let Hello { worker_id, token: offered, pid, .. } = hello;
-    if !constant_time_eq(&offered, token) {
+    if !bool::from(offered.ct_eq(token)) {
         let reason = "wrong token".to_owned();
         let _ = writer.send(&ToWorker::Reject(Reject { reason: reason.clone() })).await;
         return Err(format!("{reason} from pid {pid}"));
     }
     Ok(Authenticated { worker_id, pid, peer_pid, reader, writer })
-}
-
-/// Compares secrets in time that depends only on their length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -179,12 +229,9 @@ mod tests {
     }
 
     #[test]
-    fn tokens_differ_and_compare_exactly() {
+    fn tokens_differ() {
         let a = new_token().expect("random");
         let b = new_token().expect("random");
         assert_ne!(a, b);
-        assert!(constant_time_eq(&a, &a));
-        assert!(!constant_time_eq(&a, &b));
-        assert!(!constant_time_eq(&a[..31], &a));
     }
 }

@@ -1,54 +1,94 @@
-//! The process pool: a supervisor loop, one slot task per worker process, and the socket that
-//! workers connect to.
+//! The process pool: the engine every client runs on.
+//!
+//! A client (`map`, `fetch --process`, the library) describes a [`Job`]: a task, its work (a
+//! range the workers generate themselves, or a stream of opaque items) and a [`PoolConfig`].
+//! [`run`] computes it in worker processes and hands each unit's [`Outcome`] to a
+//! [`ResultSender`], in input order or as computed. The pool knows nothing of its clients: no
+//! HTTP, no command line, no output format beyond passing bytes on.
+//!
+//! Inside, one supervisor loop (`supervisor.rs`) turns I/O into events for a pure
+//! state machine (`engine.rs`, `failures.rs`, `work.rs`, `restart.rs`) and carries out the
+//! actions it decides; one slot task per worker (`slot.rs`) owns that worker's process and
+//! connection; the listener (`listener.rs`) checks every connection before handing it to its
+//! slot.
 
+mod config;
+mod engine;
 mod failures;
+mod gather;
+mod job;
 mod listener;
 mod process;
-mod results;
+mod restart;
 mod slot;
 mod supervisor;
 mod work;
 
+pub use config::{default_workers, BadCommand, PoolConfig, WorkerCommand, MAX_WORKERS};
+pub use engine::Attempt;
+pub use job::{
+    results, Batching, Item, Job, Outcome, Released, ResultReceiver, ResultSender, Work,
+};
 pub use process::{signal_name, Exit};
-pub use results::{Body, BodyEvent};
-pub use supervisor::{run, Stop};
+pub use supervisor::run;
 
-use crate::chunk::Chunks;
-use crate::plan::WorkerCommand;
-use powerpool_shared::Format;
-use std::time::Duration;
+use crate::signal::Interrupt;
 
-/// What the pool computes, and how it treats failures.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub task: String,
-    pub format: Format,
-    pub chunks: Chunks,
-    pub workers: usize,
-    pub command: WorkerCommand,
-    /// Times a failed chunk (or item) is run again before it is split (or given up).
-    pub retries: u32,
-    /// Give up failed items and go on, instead of stopping before the first one.
-    pub keep_going: bool,
-    /// The longest one chunk may run before its worker is ended.
-    pub task_timeout: Option<Duration>,
-    /// Replace each worker after this many chunks.
-    pub max_tasks_per_worker: Option<u64>,
-    /// Release outputs in input order (the CLI), or as they arrive (`Pool::map_unordered`).
-    pub ordered: bool,
+/// Why a pool run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot set up the worker socket: {0}")]
+    Socket(std::io::Error),
+    #[error("workers keep failing to start ({attempts} attempts in a row); last: {last}")]
+    WorkersWontStart { attempts: u32, last: String },
+    #[error("{deaths} workers in a row died before any unit of work was finished; last: {last}")]
+    WorkersKeepDying { deaths: u32, last: String },
+    #[error("the worker refused the job: {0}")]
+    JobRefused(String),
+    /// An input kept failing; every result before it was released.
+    #[error("{what} failed {attempts} time(s), so the run stopped before it; last: {reason}")]
+    TaskFailed { what: String, offset: u64, attempts: u32, reason: String },
 }
 
-/// What watches a run besides its output: the joblog and the progress bar.
-#[derive(Debug, Default)]
+/// Why a run stopped short of success.
+#[derive(Debug)]
+pub enum Stop {
+    Fatal(PoolError),
+    /// The consumer of the results went away (a write error, a dropped stream).
+    ConsumerGone,
+    Interrupted(Interrupt),
+}
+
+/// What watches a run besides its results: a log of attempts and a progress bar.
+#[derive(Default)]
 pub struct Observers {
-    pub joblog: Option<crate::joblog::Joblog>,
+    pub joblog: Option<Box<dyn AttemptLog>>,
     pub progress: Option<indicatif::ProgressBar>,
 }
 
-/// An input given up under `--keep-going`.
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observers")
+            .field("joblog", &self.joblog.is_some())
+            .field("progress", &self.progress)
+            .finish()
+    }
+}
+
+/// Where each finished attempt at a unit is recorded (`--joblog`).
+pub trait AttemptLog: Send {
+    fn record(&mut self, attempt: &Attempt);
+    /// Flushes; returns the first error met.
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+/// An input given up under `keep_going`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedItem {
-    pub item: i64,
+    /// Its offset in the range, or its index among the items.
+    pub offset: u64,
+    /// How messages name it: `input 17`, `item 3`.
+    pub what: String,
     /// The last failure: a panic message, or how the worker ended; with the worker's pid.
     pub reason: String,
 }
@@ -58,13 +98,13 @@ pub struct FailedItem {
 pub struct Stats {
     /// Workers that died during the run (before or after their handshake) and were replaced.
     pub restarts: u32,
-    /// Chunks (or pieces of chunks) run again after a failure.
+    /// Units run again after a failure.
     pub retried: u32,
-    /// Chunks whose worker was ended for overrunning `--task-timeout`.
+    /// Units whose worker was ended for overrunning the task timeout.
     pub timeouts: u32,
-    /// Workers replaced after `--max-tasks-per-worker` chunks.
+    /// Workers replaced after `max_tasks_per_worker` units.
     pub recycled: u32,
-    /// Inputs given up under `--keep-going`.
+    /// Inputs given up under `keep_going`.
     pub failed_count: u64,
     /// The first of them (at most 1000), in the order they were given up.
     pub failed_items: Vec<FailedItem>,

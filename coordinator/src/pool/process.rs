@@ -15,7 +15,7 @@
 //! - A `Child` dropped without being reaped is killed (`kill_on_drop`) but may stay a zombie
 //!   until the coordinator exits; every normal path reaps with `wait`.
 
-use crate::plan::WorkerCommand;
+use super::config::WorkerCommand;
 use powerpool_shared::env;
 use std::fmt;
 use std::process::{ExitStatus, Stdio};
@@ -123,24 +123,6 @@ fn stderr_handle() -> Stdio {
         }
     }
     Stdio::null()
-}
-
-/// Whether `peer` (a socket peer's pid from SO_PEERCRED) is `child` or runs in its process group
-/// (a worker command may be a wrapper that execs or forks the real worker). Without peer
-/// credentials there is nothing to compare, and the token alone decides.
-pub fn spawned(child: &Child, peer: Option<u32>) -> bool {
-    let (Some(peer), Some(leader)) = (peer, child.id()) else { return peer.is_none() };
-    if peer == leader {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        // SAFETY: getpgid reads no memory of ours; a stale pid only fails.
-        let group = unsafe { libc::getpgid(peer as libc::pid_t) };
-        group == leader as libc::pid_t
-    }
-    #[cfg(not(unix))]
-    false
 }
 
 /// Sends SIGTERM to the worker's whole process group: the polite first half of ending a worker

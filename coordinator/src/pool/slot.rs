@@ -1,332 +1,299 @@
 //! One task per worker process: it owns the process and its connection, and talks to the
 //! supervisor only by messages. One slot task lives exactly as long as one process; a
-//! replacement is a new slot with a new id.
+//! replacement is a new slot with a new id. It decides nothing: the engine says what to send
+//! and when to end the worker; the slot says what happened, ending with exactly one
+//! [`Event::Exited`].
 
-use super::listener::{Authenticated, HANDSHAKE_TIMEOUT};
+use super::engine::{Dispatch, Event};
+use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec};
-use bytes::Bytes;
-use powerpool_shared::codec::{self, Incoming};
-use powerpool_shared::{ChunkFailed, FromWorker, RunChunk, ToWorker, Welcome, MAX_BODY_PIECE};
-use std::collections::VecDeque;
+use powerpool_shared::codec::{self, Incoming, ItemsFrame};
+use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Child;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// How long a worker told to shut down may take before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// How long a worker that overran `--task-timeout` has between SIGTERM and SIGKILL.
+/// How long a worker that overran the task timeout has between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(500);
+/// An item larger than this travels alone, in pieces, instead of in a batch frame.
+const LARGE_ITEM: usize = MAX_BODY_PIECE;
 
 /// What the supervisor tells a slot.
 #[derive(Debug)]
 pub enum SlotCmd {
-    /// The worker's authenticated connection.
-    Attach(Box<Authenticated>),
-    /// Compute this chunk.
-    Run(RunChunk),
-    /// Compute this body (a byte task), sent in pieces of at most `MAX_BODY_PIECE` bytes;
-    /// `tag` names it in the answer, `what` in messages.
-    Body { tag: u64, body: Bytes, what: String },
+    Send(Dispatch),
     /// Finish: the worker exits by itself, or is killed after a grace period.
     Shutdown,
+    /// SIGTERM now, SIGKILL after a grace period.
+    Terminate,
     /// End the worker at once.
     Kill,
 }
 
-/// What a slot tells the supervisor. Every slot ends with exactly one `Exited`, after all its
-/// other events.
-#[derive(Debug)]
-pub enum SlotEvent {
-    Spawned {
-        id: u64,
-        pid: u32,
-    },
-    Ready {
-        id: u64,
-    },
-    Done {
-        id: u64,
-        chunk: u64,
-        items: u64,
-        output: Bytes,
-    },
-    Failed {
-        id: u64,
-        failed: ChunkFailed,
-    },
-    /// The worker cannot run this job at all (for example, it does not know the task).
-    Refused {
-        id: u64,
-        reason: String,
-    },
-    Exited {
-        id: u64,
-        exit: Exit,
-        note: Option<String>,
-        /// Ended because a chunk overran `--task-timeout`.
-        timed_out: bool,
-    },
-}
-
-/// How a slot's worker is run.
-#[derive(Debug, Clone, Copy)]
-pub struct SlotLimits {
-    /// The longest one chunk may take (`--task-timeout`).
-    pub task_timeout: Option<Duration>,
-}
-
-/// The supervisor's handle on a slot.
-#[derive(Debug)]
-pub struct Slot {
-    pub cmd: mpsc::UnboundedSender<SlotCmd>,
-}
-
-/// Starts a slot task: spawns the worker process and serves it.
+/// Starts a slot task: spawns the worker process and serves it. Its connection arrives on
+/// `conn` from the listener; its events go to `events`, tagged with nothing but their own id.
 pub fn start(
     id: u64,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
-    limits: SlotLimits,
-    events: mpsc::UnboundedSender<SlotEvent>,
-) -> Slot {
+    listener: mpsc::UnboundedSender<Registration>,
+    events: mpsc::UnboundedSender<Event>,
+) -> mpsc::UnboundedSender<SlotCmd> {
     let (cmd, cmds) = mpsc::unbounded_channel();
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
-        let mut ended = Ended { note: None, timed_out: false };
+        let mut slot = Slot { id, cmds, events, note: None, kill_at: None };
         let exit = match process::spawn(&spec, id) {
-            Ok(child) => run(id, child, welcome, limits, cmds, &events, &mut ended).await,
+            Ok(mut child) => {
+                let (conn_tx, conn) = oneshot::channel();
+                let pid = child.id().unwrap_or(0);
+                let _ = listener.send(Registration { worker_id: id, pid, conn: conn_tx });
+                slot.run(&mut child, welcome, conn).await
+            }
             Err(err) => {
                 let program = spec.command.program.display();
-                ended.note = Some(format!("cannot start {program}: {err}"));
-                Exit::Unknown("never started".into())
+                slot.note = Some(format!("cannot start {program}: {err}"));
+                Exit::Unknown("the process could not be created".into())
             }
         };
-        let Ended { note, timed_out } = ended;
-        let _ = events.send(SlotEvent::Exited { id, exit, note, timed_out });
+        let _ = slot.events.send(Event::Exited { id, exit, note: slot.note });
     });
-    Slot { cmd }
+    cmd
 }
 
-/// Why a worker ended, as far as its slot knows.
-struct Ended {
-    note: Option<String>,
-    timed_out: bool,
-}
-
-async fn run(
+struct Slot {
     id: u64,
-    mut child: Child,
-    welcome: Welcome,
-    limits: SlotLimits,
-    mut cmds: mpsc::UnboundedReceiver<SlotCmd>,
-    events: &mpsc::UnboundedSender<SlotEvent>,
-    ended: &mut Ended,
-) -> Exit {
-    if let Some(pid) = child.id() {
-        let _ = events.send(SlotEvent::Spawned { id, pid });
-    }
-    // Phase 1: wait for the listener to route this worker's authenticated connection.
-    let handshake = tokio::time::sleep(HANDSHAKE_TIMEOUT);
-    tokio::pin!(handshake);
-    let mut conn = loop {
-        tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                Some(SlotCmd::Attach(conn)) => {
-                    if process::spawned(&child, conn.peer_pid) {
-                        break conn;
-                    }
-                    tracing::warn!(
-                        "refused a connection for worker id {id} from pid {}: not a process this \
-                         coordinator started",
-                        conn.peer_pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
-                    );
-                }
-                Some(SlotCmd::Run(_) | SlotCmd::Body { .. }) => {} // never sent before Ready
-                Some(SlotCmd::Shutdown | SlotCmd::Kill) | None => {
-                    return reap_killed(&mut child).await;
-                }
-            },
-            status = child.wait() => {
-                ended.note = Some("exited before its handshake".into());
-                return exited(status);
-            }
-            () = &mut handshake => {
-                ended.note = Some(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
-                return reap_killed(&mut child).await;
-            }
+    cmds: mpsc::UnboundedReceiver<SlotCmd>,
+    events: mpsc::UnboundedSender<Event>,
+    /// What the slot knows of why the worker ended.
+    note: Option<String>,
+    /// When the worker is killed if it has not exited by then.
+    kill_at: Option<Instant>,
+}
+
+impl Slot {
+    async fn run(
+        &mut self,
+        child: &mut Child,
+        welcome: Welcome,
+        conn: oneshot::Receiver<Authenticated>,
+    ) -> Exit {
+        if let Some(pid) = child.id() {
+            let _ = self.events.send(Event::Spawned { id: self.id, pid });
         }
-    };
-    // Phase 2: the job, then chunks until the end.
-    if let Err(err) = conn.writer.send(&ToWorker::Welcome(welcome)).await {
-        ended.note = Some(format!("handshake failed: {err}"));
-        return reap_killed(&mut child).await;
+        let mut conn = match self.connect(child, conn).await {
+            Ok(conn) => conn,
+            Err(Some(exit)) => return exit,
+            Err(None) => return reap_killed(child).await,
+        };
+        if let Err(err) = conn.writer.send(&ToWorker::Welcome(welcome)).await {
+            self.note = Some(format!("handshake failed: {err}"));
+            return reap_killed(child).await;
+        }
+        self.serve(child, &mut conn).await
     }
-    let mut reading = true;
-    let grace = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(grace);
-    let mut grace_armed = false;
-    // Chunks sent and not yet answered, oldest first: the worker computes them in that order,
-    // so the oldest is the one running, and the deadline is its.
-    let mut running: VecDeque<(u64, String)> = VecDeque::new();
-    let deadline = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(deadline);
-    let mut deadline_armed = false;
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                if reading {
-                    drain(id, &mut conn, events, &mut ended.note).await;
-                }
-                return exited(status);
-            }
-            cmd = cmds.recv() => match cmd {
-                Some(SlotCmd::Run(chunk)) => {
-                    if let Err(err) = conn.writer.send(&ToWorker::Run(chunk)).await {
-                        tracing::debug!(id, "send failed: {err}");
-                        process::kill_group(&mut child);
-                    }
-                    running.push_back((chunk.chunk, format!("inputs {}..{}", chunk.start, chunk.end)));
-                    if let (1, Some(limit)) = (running.len(), limits.task_timeout) {
-                        deadline.as_mut().reset(Instant::now() + limit);
-                        deadline_armed = true;
-                    }
-                }
-                Some(SlotCmd::Body { tag, body, what }) => {
-                    if let Err(err) = send_body(&mut conn, tag, &body).await {
-                        tracing::debug!(id, "send failed: {err}");
-                        process::kill_group(&mut child);
-                    }
-                    running.push_back((tag, what));
-                    if let (1, Some(limit)) = (running.len(), limits.task_timeout) {
-                        deadline.as_mut().reset(Instant::now() + limit);
-                        deadline_armed = true;
-                    }
-                }
-                Some(SlotCmd::Shutdown) => {
-                    let _ = conn.writer.send(&ToWorker::Shutdown).await;
-                    grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-                    grace_armed = true;
-                }
-                Some(SlotCmd::Kill) | None => process::kill_group(&mut child),
-                Some(SlotCmd::Attach(extra)) => tracing::warn!(
-                    "dropped a second connection for worker id {id} (from pid {})",
-                    extra.peer_pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
-                ),
-            },
-            frame = conn.reader.next_frame(), if reading => match frame {
-                Ok(Some(body)) => match forward(id, body, events, &mut ended.note) {
-                    Ok(Some(tag)) => {
-                        if running.front().is_some_and(|(t, _)| *t == tag) {
-                            running.pop_front();
+
+    /// Phase 1: waits for this worker's authenticated connection (the listener checked that it
+    /// comes from the process this slot started). `Err(Some(exit))`: the worker exited;
+    /// `Err(None)`: it is to be killed and reaped.
+    async fn connect(
+        &mut self,
+        child: &mut Child,
+        mut conn: oneshot::Receiver<Authenticated>,
+    ) -> Result<Box<Authenticated>, Option<Exit>> {
+        let deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                auth = &mut conn => {
+                    return match auth {
+                        Ok(auth) => Ok(Box::new(auth)),
+                        Err(_) => {
+                            self.note = Some("the listener stopped".into());
+                            Err(None)
                         }
-                        deadline_armed = false;
-                        if let (false, Some(limit)) = (running.is_empty(), limits.task_timeout) {
-                            deadline.as_mut().reset(Instant::now() + limit);
-                            deadline_armed = true;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => {
-                        tracing::warn!(id, "worker sent an invalid frame: {why}");
-                        ended.note = Some(format!("protocol error: {why}"));
-                        process::kill_group(&mut child);
+                    };
+                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(SlotCmd::Send(_)) => {} // never sent before Ready
+                    Some(SlotCmd::Shutdown | SlotCmd::Terminate | SlotCmd::Kill) | None => {
+                        return Err(None);
                     }
                 },
-                Ok(None) | Err(_) => {
-                    // The worker closed its end: it is exiting. Give it a moment, then make sure.
-                    reading = false;
-                    if !grace_armed {
-                        grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-                        grace_armed = true;
+                status = child.wait() => {
+                    self.note = Some("exited before its handshake".into());
+                    return Err(Some(exited(status)));
+                }
+                () = &mut deadline => {
+                    self.note = Some(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
+                    return Err(None);
+                }
+            }
+        }
+    }
+
+    /// Phase 2: sends what the engine dispatches, forwards what the worker answers, until the
+    /// process ends.
+    async fn serve(&mut self, child: &mut Child, conn: &mut Authenticated) -> Exit {
+        let mut reading = true;
+        loop {
+            let kill_at = self.kill_at;
+            tokio::select! {
+                status = child.wait() => {
+                    if reading {
+                        self.drain(conn).await;
                     }
+                    return exited(status);
                 }
-            },
-            () = &mut grace, if grace_armed => {
-                grace_armed = false;
-                process::kill_group(&mut child);
-            }
-            () = &mut deadline, if deadline_armed => {
-                deadline_armed = false;
-                let limit = limits.task_timeout.unwrap_or_default();
-                if let Some((_, what)) = running.front() {
-                    ended.note =
-                        Some(format!("timed out: {what} took longer than --task-timeout {limit:?}"));
+                cmd = self.cmds.recv() => match cmd {
+                    Some(SlotCmd::Send(unit)) => {
+                        if let Err(err) = send(conn, unit).await {
+                            tracing::debug!(id = self.id, "send failed: {err}");
+                            process::kill_group(child);
+                        }
+                    }
+                    Some(SlotCmd::Shutdown) => {
+                        let _ = conn.writer.send(&ToWorker::Shutdown).await;
+                        self.kill_by(Instant::now() + SHUTDOWN_GRACE);
+                    }
+                    Some(SlotCmd::Terminate) => {
+                        process::terminate_group(child);
+                        self.kill_by(Instant::now() + TERM_GRACE);
+                    }
+                    Some(SlotCmd::Kill) | None => process::kill_group(child),
+                },
+                frame = conn.reader.next_frame(), if reading => match frame {
+                    Ok(Some(body)) => {
+                        if let Err(why) = self.forward(body) {
+                            tracing::warn!(id = self.id, "worker sent an invalid frame: {why}");
+                            self.note = Some(format!("protocol error: {why}"));
+                            process::kill_group(child);
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        // The worker closed its end: it is exiting. Give it a moment, then make
+                        // sure.
+                        reading = false;
+                        self.kill_by(Instant::now() + SHUTDOWN_GRACE);
+                    }
+                },
+                () = sleep_until(kill_at), if kill_at.is_some() => {
+                    self.kill_at = None;
+                    process::kill_group(child);
                 }
-                ended.timed_out = true;
-                process::terminate_group(&child);
-                grace.as_mut().reset(Instant::now() + TERM_GRACE);
-                grace_armed = true;
             }
+        }
+    }
+
+    /// Arms (or brings forward) the kill timer.
+    fn kill_by(&mut self, at: Instant) {
+        self.kill_at = Some(self.kill_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Reads what a worker sent before it exited (a last result, or why it could not run the
+    /// job), up to end of file or a short deadline: a descendant may still hold the socket.
+    async fn drain(&mut self, conn: &mut Authenticated) {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok(Some(body))) =
+            tokio::time::timeout_at(deadline, conn.reader.next_frame()).await
+        {
+            if self.forward(body).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Turns one frame from the worker into an event for the engine.
+    fn forward(&mut self, body: bytes::BytesMut) -> Result<(), String> {
+        let id = self.id;
+        let event = match codec::decode_from_worker(body).map_err(|e| e.to_string())? {
+            Incoming::Done { chunk, items, payload } => {
+                Event::Done { id, tag: chunk, items, output: payload }
+            }
+            Incoming::Other(FromWorker::Ready) => Event::Ready { id },
+            Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
+            Incoming::Other(FromWorker::Fatal(fatal)) => {
+                self.note = Some(fatal.reason.clone());
+                Event::Refused { id, reason: fatal.reason }
+            }
+            Incoming::Other(other) => return Err(format!("unexpected {other:?}")),
+        };
+        let _ = self.events.send(event);
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one unit: a range chunk, a batch of items in one frame, or one large item as
+/// pieces of at most `MAX_BODY_PIECE` bytes straight from the item's memory.
+async fn send(
+    conn: &mut Authenticated,
+    unit: Dispatch,
+) -> Result<(), powerpool_shared::transport::SendError> {
+    match unit {
+        Dispatch::Run(chunk) => conn.writer.send(&ToWorker::Run(chunk)).await,
+        Dispatch::Items { tag, items, .. } if items.len() == 1 && items[0].len() > LARGE_ITEM => {
+            send_pieces(conn, tag, &items[0]).await
+        }
+        Dispatch::Items { tag, first, items } => {
+            conn.writer
+                .send_built(|buf| {
+                    let mut frame = ItemsFrame::begin(buf, tag, first);
+                    for item in &items {
+                        frame.push(item.pieces());
+                    }
+                    frame.finish()
+                })
+                .await
         }
     }
 }
 
-/// Sends a body as `Body` frames of at most `MAX_BODY_PIECE` bytes, the last one marked (an
-/// empty body is one empty last piece).
-async fn send_body(
+/// Sends a large item as `Body` frames of `MAX_BODY_PIECE` bytes (the last may be shorter,
+/// and is marked), gathered from the pieces the item arrived in (often a few KiB each, as
+/// read from the network) straight into the writer's frame buffer.
+async fn send_pieces(
     conn: &mut Authenticated,
     tag: u64,
-    body: &Bytes,
+    item: &super::Item,
 ) -> Result<(), powerpool_shared::transport::SendError> {
-    let mut pieces = body.chunks(MAX_BODY_PIECE).peekable();
-    if pieces.peek().is_none() {
-        let head = codec::body_piece_header(tag, true, 0)?;
-        return conn.writer.send_parts(&head, &[]).await;
-    }
-    // Each piece goes out straight from the fetched body: no copy into a message.
-    while let Some(piece) = pieces.next() {
-        let head = codec::body_piece_header(tag, pieces.peek().is_none(), piece.len())?;
-        conn.writer.send_parts(&head, piece).await?;
+    let mut pieces = item.pieces().flat_map(|p| p.chunks(MAX_BODY_PIECE));
+    let mut carry: &[u8] = &[];
+    let mut left = item.len();
+    while left > 0 {
+        let size = left.min(MAX_BODY_PIECE);
+        left -= size;
+        let last = left == 0;
+        conn.writer
+            .send_built(|buf| {
+                buf.extend_from_slice(&codec::body_piece_header(tag, last, size)?);
+                let mut need = size;
+                while need > 0 {
+                    if carry.is_empty() {
+                        carry = pieces.next().ok_or(codec::CodecError::Records(
+                            "an item is shorter than its length",
+                        ))?;
+                    }
+                    let take = need.min(carry.len());
+                    buf.extend_from_slice(&carry[..take]);
+                    carry = &carry[take..];
+                    need -= take;
+                }
+                Ok(())
+            })
+            .await?;
     }
     Ok(())
-}
-
-/// Reads what a worker sent before it exited (a last result, or why it could not run the job),
-/// up to end of file or a short deadline: a descendant may still hold the socket open.
-async fn drain(
-    id: u64,
-    conn: &mut Authenticated,
-    events: &mpsc::UnboundedSender<SlotEvent>,
-    note: &mut Option<String>,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-    while let Ok(Ok(Some(body))) = tokio::time::timeout_at(deadline, conn.reader.next_frame()).await
-    {
-        if forward(id, body, events, note).is_err() {
-            break;
-        }
-    }
-}
-
-/// Turns one frame from the worker into an event for the supervisor; returns the tag of the
-/// chunk it answers, if it answers one.
-fn forward(
-    id: u64,
-    body: bytes::BytesMut,
-    events: &mpsc::UnboundedSender<SlotEvent>,
-    note: &mut Option<String>,
-) -> Result<Option<u64>, String> {
-    let mut answered = None;
-    let event = match codec::decode_from_worker(body).map_err(|e| e.to_string())? {
-        Incoming::Done { chunk, items, payload } => {
-            answered = Some(chunk);
-            SlotEvent::Done { id, chunk, items, output: payload }
-        }
-        Incoming::Other(FromWorker::Ready) => SlotEvent::Ready { id },
-        Incoming::Other(FromWorker::Failed(failed)) => {
-            answered = Some(failed.chunk);
-            SlotEvent::Failed { id, failed }
-        }
-        Incoming::Other(FromWorker::Fatal(fatal)) => {
-            *note = Some(fatal.reason.clone());
-            SlotEvent::Refused { id, reason: fatal.reason }
-        }
-        Incoming::Other(other) => return Err(format!("unexpected {other:?}")),
-    };
-    let _ = events.send(event);
-    Ok(answered)
 }
 
 fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {

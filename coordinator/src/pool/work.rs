@@ -17,13 +17,13 @@
 //!   whether the run stops before it or goes on without it.
 //!
 //! Units lost with a worker that was not running them (the second of its pipeline) are re-run
-//! without blame. Re-runs go first, lowest offset first; new chunks are dispatched only within a
-//! window past the last result written, which is what bounds memory.
+//! without blame. Re-runs go first, lowest offset first. Where new units end is the caller's
+//! choice (the engine cuts a range into chunks within a window past the last result written,
+//! and items into batches of what has arrived), which is what bounds memory.
 
-use crate::chunk::Chunks;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// A piece of the range to compute: offsets `first..end`.
+/// A piece of the work: offsets `first..end` (inputs of a range, or item indices).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit {
     pub first: u64,
@@ -35,7 +35,7 @@ pub struct Unit {
 }
 
 impl Unit {
-    fn new(first: u64, end: u64, failures: u32, bisected: bool) -> Unit {
+    pub fn new(first: u64, end: u64, failures: u32, bisected: bool) -> Unit {
         Unit { first, end, failures, bisected }
     }
 
@@ -53,63 +53,36 @@ pub enum Verdict {
     Poison(u64),
 }
 
-/// The units still to run.
+/// The units still to run. New units are cut by the caller (a range's chunks, a batch of
+/// the items at hand); this type keeps the re-runs and the limit.
 #[derive(Debug)]
 pub struct Work {
-    chunks: Chunks,
-    /// The next chunk never dispatched.
+    /// The first offset never dispatched.
     next_new: u64,
     /// Units to run again, by offset.
     again: BTreeMap<u64, Unit>,
-    /// How many chunks past the last written one may be dispatched.
-    window: u64,
     retries: u32,
     /// Nothing at or past this offset is dispatched (the run stops before a failed item).
     limit: u64,
-    /// Bodies mode (`fetch --process`): units are bodies, dispatched once fetched, in any
-    /// order; the fetch budget bounds memory instead of the window.
-    ready: Option<BTreeSet<u64>>,
 }
 
 impl Work {
-    pub fn new(chunks: Chunks, window: u64, retries: u32) -> Work {
-        let limit = chunks.offsets(chunks.count().saturating_sub(1)).1;
-        Work { chunks, next_new: 0, again: BTreeMap::new(), window, retries, limit, ready: None }
+    pub fn new(retries: u32) -> Work {
+        Work { next_new: 0, again: BTreeMap::new(), retries, limit: u64::MAX }
     }
 
-    /// Work over `count` bodies, each dispatched once [`Work::make_ready`] says it arrived.
-    pub fn bodies(count: u64, retries: u32) -> Work {
-        let mut work = Work::new(Chunks::new(0, count as i64, 1), 0, retries);
-        work.ready = Some(BTreeSet::new());
-        work
-    }
-
-    /// Bodies mode: body `index` can be dispatched.
-    pub fn make_ready(&mut self, index: u64) {
-        if let Some(ready) = &mut self.ready {
-            ready.insert(index);
-        }
-    }
-
-    /// The next unit to dispatch, given the offset written so far; `None` when nothing may be
-    /// dispatched now.
-    pub fn next(&mut self, written: u64) -> Option<Unit> {
+    /// The next unit to dispatch: a re-run, else a new unit from `next_new` to the end that
+    /// `cut` gives (`None`: nothing new may be dispatched now).
+    pub fn next(&mut self, cut: impl FnOnce(u64) -> Option<u64>) -> Option<Unit> {
         if let Some((_, unit)) = self.again.pop_first() {
             return Some(unit);
         }
-        if let Some(ready) = &mut self.ready {
-            return ready.pop_first().map(|i| Unit::new(i, i + 1, 0, false));
-        }
-        let written_chunks = written / self.chunks.size();
-        let max = written_chunks.saturating_add(self.window).min(self.chunks.count());
-        if self.next_new >= max {
-            return None;
-        }
-        let (first, end) = self.chunks.offsets(self.next_new);
+        let first = self.next_new;
         if first >= self.limit {
             return None;
         }
-        self.next_new += 1;
+        let end = cut(first).filter(|&end| end > first)?;
+        self.next_new = end;
         Some(Unit::new(first, end, 0, false))
     }
 
@@ -158,36 +131,41 @@ mod tests {
         Unit::new(first, end, 0, false)
     }
 
-    fn drain(w: &mut Work) -> Vec<(u64, u64)> {
-        std::iter::from_fn(|| w.next(u64::MAX / 2)).map(|u| (u.first, u.end)).collect()
+    /// New units are chunks of 10 up to `total`.
+    fn chunked(total: u64) -> impl Fn(u64) -> Option<u64> {
+        move |first| (first < total).then(|| (first + 10).min(total))
+    }
+
+    fn drain(w: &mut Work, total: u64) -> Vec<(u64, u64)> {
+        std::iter::from_fn(|| w.next(chunked(total))).map(|u| (u.first, u.end)).collect()
     }
 
     #[test]
-    fn new_chunks_stay_within_the_window() {
-        let mut w = Work::new(Chunks::new(0, 100, 10), 3, 2);
-        let firsts: Vec<_> = std::iter::from_fn(|| w.next(0)).map(|u| u.first).collect();
-        assert_eq!(firsts, vec![0, 10, 20]);
-        assert_eq!(w.next(19).map(|u| u.first), Some(30));
-        assert_eq!(w.next(19), None);
-        assert_eq!(w.next(20).map(|u| u.first), Some(40));
+    fn new_units_are_cut_by_the_caller() {
+        let mut w = Work::new(2);
+        assert_eq!(drain(&mut w, 25), vec![(0, 10), (10, 20), (20, 25)]);
+        assert_eq!(w.next(|_| None), None);
+        let mut w = Work::new(2);
+        assert_eq!(w.next(Some), None, "an empty cut dispatches nothing");
+        assert_eq!(w.next(|first| Some(first + 3)).map(|u| u.first), Some(0));
     }
 
     #[test]
     fn re_runs_go_first_lowest_first() {
-        let mut w = Work::new(Chunks::new(0, 100, 10), 100, 2);
-        let (a, b) = (w.next(0).unwrap(), w.next(0).unwrap());
+        let mut w = Work::new(2);
+        let (a, b) = (w.next(chunked(100)).unwrap(), w.next(chunked(100)).unwrap());
         w.requeue(b);
         w.requeue(a);
-        assert_eq!(drain(&mut w)[..3], [(0, 10), (10, 20), (20, 30)]);
+        assert_eq!(drain(&mut w, 100)[..3], [(0, 10), (10, 20), (20, 30)]);
     }
 
     #[test]
     fn a_chunk_is_retried_whole_then_bisected_down_to_the_poison_item() {
-        let mut w = Work::new(Chunks::new(0, 16, 16), 10, 1);
+        let mut w = Work::new(1);
         let poison = 11;
         let mut failures = 0;
         let verdict = loop {
-            let u = w.next(0).expect("work left");
+            let u = w.next(|f| (f < 16).then_some(16)).expect("work left");
             if u.first <= poison && poison < u.end {
                 failures += 1;
                 if let Verdict::Poison(at) = w.blame(u, None) {
@@ -202,28 +180,28 @@ mod tests {
 
     #[test]
     fn a_known_item_is_cut_out_at_once() {
-        let mut w = Work::new(Chunks::new(0, 100, 100), 10, 0);
-        let u = w.next(0).unwrap();
+        let mut w = Work::new(0);
+        let u = w.next(|_| Some(100)).unwrap();
         assert_eq!(w.blame(u, Some(42)), Verdict::Poison(42));
-        assert_eq!(drain(&mut w), vec![(0, 42), (43, 100)]);
-        let mut w = Work::new(Chunks::new(0, 100, 100), 10, 1);
-        let u = w.next(0).unwrap();
+        assert_eq!(drain(&mut w, 100), vec![(0, 42), (43, 100)]);
+        let mut w = Work::new(1);
+        let u = w.next(|_| Some(100)).unwrap();
         assert_eq!(w.blame(u, Some(42)), Verdict::Requeued);
-        assert_eq!(drain(&mut w), vec![(0, 42), (42, 43), (43, 100)]);
+        assert_eq!(drain(&mut w, 100), vec![(0, 42), (42, 43), (43, 100)]);
     }
 
     #[test]
     fn stopping_drops_everything_past_the_failed_item() {
-        let mut w = Work::new(Chunks::new(0, 100, 10), 100, 0);
-        let sent: Vec<Unit> = (0..6).map(|_| w.next(0).unwrap()).collect();
+        let mut w = Work::new(0);
+        let sent: Vec<Unit> = (0..6).map(|_| w.next(chunked(100)).unwrap()).collect();
         w.requeue(sent[5]);
         w.requeue(sent[2]);
         w.stop_before(25);
-        assert_eq!(drain(&mut w), vec![(20, 30)]);
-        let mut w = Work::new(Chunks::new(0, 100, 10), 100, 0);
+        assert_eq!(drain(&mut w, 100), vec![(20, 30)]);
+        let mut w = Work::new(0);
         w.stop_before(25);
-        assert_eq!(drain(&mut w), vec![(0, 10), (10, 20), (20, 30)]);
+        assert_eq!(drain(&mut w, 100), vec![(0, 10), (10, 20), (20, 30)]);
         w.requeue(unit(40, 41));
-        assert_eq!(drain(&mut w), vec![]);
+        assert_eq!(drain(&mut w, 100), vec![]);
     }
 }

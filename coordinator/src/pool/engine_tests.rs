@@ -1,0 +1,455 @@
+//! The engine's rules, one by one: events in, actions out, no process and no sleep. Time is
+//! an `Instant` moved by hand.
+
+use super::*;
+use crate::pool::{PoolConfig, WorkerCommand};
+use powerpool_shared::codec::push_record;
+
+fn config(workers: usize) -> PoolConfig {
+    let command = WorkerCommand { program: "worker".into(), args: Vec::new(), env: Vec::new() };
+    PoolConfig { workers, ..PoolConfig::new(command) }
+}
+
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Brings every spawned worker up (spawned, then ready) and returns the actions that follow.
+fn bring_up(e: &mut Engine, now: Instant) -> Vec<Action> {
+    let mut all = Vec::new();
+    let mut spawned: Vec<u64> = Vec::new();
+    loop {
+        let actions = e.take_actions();
+        if actions.is_empty() && spawned.is_empty() {
+            return all;
+        }
+        for a in &actions {
+            if let Action::Spawn { id } = a {
+                spawned.push(*id);
+            }
+        }
+        all.extend(actions);
+        for id in spawned.drain(..) {
+            e.handle(Event::Spawned { id, pid: 1000 + id as u32 }, now);
+            e.handle(Event::Ready { id }, now);
+        }
+    }
+}
+
+/// The (worker, first, end, tag) of each unit sent.
+fn sends(actions: &[Action], chunks: &Chunks) -> Vec<(u64, u64, u64, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { id, unit: Dispatch::Run(r) } => {
+                let first = chunks.offset_of(r.start, 0, u64::MAX).expect("in range");
+                let end = first + r.len();
+                Some((*id, first, end, r.chunk))
+            }
+            Action::Send { id, unit: Dispatch::Items { tag, first, items } } => {
+                Some((*id, *first, *first + items.len() as u64, *tag))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn releases(actions: &[Action]) -> Vec<(u64, u64, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Release(r) => Some((r.first, r.end, matches!(r.outcome, Outcome::Done(_)))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A `lines` output of `n` items.
+fn lines(n: u64) -> Bytes {
+    Bytes::from("0\n".repeat(n as usize))
+}
+
+fn range(items: i64, size: u64, workers: usize) -> (Engine, Chunks) {
+    let chunks = Chunks::new(0, items, size);
+    (Engine::range(chunks, Format::Lines, config(workers), true, t0()), chunks)
+}
+
+#[test]
+fn never_more_workers_than_chunks_and_two_units_each() {
+    let (mut e, chunks) = range(30, 10, 8);
+    let now = t0();
+    let actions = bring_up(&mut e, now);
+    let spawned = actions.iter().filter(|a| matches!(a, Action::Spawn { .. })).count();
+    assert_eq!(spawned, 3, "3 chunks, so 3 workers of the 8 asked for");
+    let sent = sends(&actions, &chunks);
+    assert_eq!(sent.len(), 3, "every chunk went out: {sent:?}");
+    let (mut e, chunks) = range(1000, 10, 2);
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    let per_worker = |id| sent.iter().filter(|s| s.0 == id).count();
+    assert_eq!((per_worker(0), per_worker(1)), (2, 2), "a pipeline of two each: {sent:?}");
+}
+
+#[test]
+fn new_chunks_stay_within_a_window_of_what_was_consumed() {
+    let (mut e, chunks) = range(1000, 10, 2);
+    let now = t0();
+    let mut sent = sends(&bring_up(&mut e, now), &chunks);
+    // Answer everything that is sent, consuming nothing: dispatch stops at the window
+    // (2 workers × (2 + 1) = 6 chunks).
+    let mut total = sent.len();
+    while let Some((id, first, end, tag)) = sent.pop() {
+        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, now);
+        let more = sends(&e.take_actions(), &chunks);
+        total += more.len();
+        sent.extend(more);
+    }
+    assert_eq!(total, 6, "6 chunks went out, then nothing until the consumer moves");
+    e.handle(Event::Consumed(10), now);
+    assert_eq!(sends(&e.take_actions(), &chunks).len(), 1, "one chunk consumed, one more sent");
+}
+
+#[test]
+fn outputs_are_released_in_input_order() {
+    let (mut e, chunks) = range(20, 10, 2);
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    let (a, b) = (sent[0], sent[1]);
+    e.handle(Event::Done { id: b.0, tag: b.3, items: 10, output: lines(10) }, now);
+    assert_eq!(releases(&e.take_actions()), vec![]);
+    e.handle(Event::Done { id: a.0, tag: a.3, items: 10, output: lines(10) }, now);
+    assert_eq!(releases(&e.take_actions()), vec![(0, 10, true), (10, 20, true)]);
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+}
+
+#[test]
+fn an_answer_that_does_not_fit_its_unit_ends_the_worker() {
+    let (mut e, chunks) = range(10, 10, 1);
+    let now = t0();
+    let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
+    e.handle(Event::Done { id, tag, items: 10, output: Bytes::from_static(b"1\n") }, now);
+    assert_eq!(e.take_actions(), vec![Action::Kill { id }]);
+    e.handle(Event::Done { id, tag: 99, items: 10, output: lines(10) }, now);
+    assert_eq!(e.take_actions(), vec![Action::Kill { id }], "an unknown tag too");
+}
+
+#[test]
+fn a_death_blames_the_running_unit_and_requeues_the_queued_one_without_blame() {
+    let (mut e, chunks) = range(1000, 10, 1);
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), vec![(0, 10), (10, 20)]);
+    e.handle(Event::Exited { id: 0, exit: Exit::Signal(9), note: None }, now);
+    let actions = e.take_actions();
+    let logged: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| if let Action::Log(l) = a { Some(l.outcome.as_str()) } else { None })
+        .collect();
+    assert_eq!(logged.len(), 2);
+    assert!(logged[0].starts_with("requeued"), "{logged:?}");
+    assert!(logged[1].starts_with("died: killed by SIGKILL"), "{logged:?}");
+    assert_eq!(e.stats.restarts, 1);
+    assert_eq!(e.stats.retried, 1, "only the running unit counts as a retry");
+    // The first death is replaced at once.
+    assert_eq!(e.next_timer(), Some(now));
+    e.handle(Event::Tick, now);
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), vec![(0, 10), (10, 20)]);
+    let failures: Vec<u32> = e.workers[&1].in_flight.iter().map(|f| f.unit.failures).collect();
+    assert_eq!(failures, vec![1, 0], "blamed once, and not at all");
+}
+
+#[test]
+fn deaths_in_a_row_wait_longer_before_the_replacement() {
+    let (mut e, chunks) = range(1000, 10, 1);
+    let now = t0();
+    bring_up(&mut e, now);
+    e.handle(Event::Exited { id: 0, exit: Exit::Signal(11), note: None }, now);
+    e.handle(Event::Tick, now);
+    bring_up(&mut e, now);
+    e.handle(Event::Exited { id: 1, exit: Exit::Signal(11), note: None }, now);
+    assert_eq!(e.next_timer(), Some(now + ms(1)), "the second death in a row waits 1 ms");
+    e.handle(Event::Tick, now);
+    assert!(e.take_actions().iter().all(|a| !matches!(a, Action::Spawn { .. })), "not yet");
+    e.handle(Event::Tick, now + ms(1));
+    assert!(sends(&bring_up(&mut e, now), &chunks).len() == 2, "replaced after the wait");
+}
+
+#[test]
+fn a_caught_panic_cuts_its_item_out_at_once() {
+    let (mut e, chunks) = range(10, 10, 1);
+    let now = t0();
+    let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
+    let failed = ChunkFailed { chunk: tag, item: Some(4), reason: "task panicked: boom".into() };
+    e.handle(Event::Failed { id, failed }, now);
+    let sent = sends(&e.take_actions(), &chunks);
+    assert_eq!(sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), vec![(0, 4), (4, 5)]);
+    assert!(e.workers.contains_key(&0), "the worker stays up");
+}
+
+#[test]
+fn a_poison_input_stops_the_run_after_everything_before_it() {
+    let chunks = Chunks::new(0, 3, 1);
+    let cfg = PoolConfig { retries: 0, ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    // Input 0 is fine, input 1 kills its worker (retries 0: given up at once).
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 1, output: lines(1) }, now);
+    e.handle(Event::Exited { id: 0, exit: Exit::Signal(11), note: None }, now);
+    assert_eq!(releases(&e.take_actions()), vec![(0, 1, true)]);
+    match e.take_end() {
+        Some(Err(Stop::Fatal(PoolError::TaskFailed { what, attempts, reason, .. }))) => {
+            assert_eq!((what.as_str(), attempts), ("input 1", 1));
+            assert!(reason.contains("SIGSEGV"), "{reason}");
+        }
+        other => panic!("expected the run to stop before input 1: {other:?}"),
+    }
+}
+
+#[test]
+fn under_keep_going_a_poison_input_is_released_as_failed_and_the_run_goes_on() {
+    let chunks = Chunks::new(0, 2, 1);
+    let cfg = PoolConfig { retries: 0, keep_going: true, ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    let failed = ChunkFailed { chunk: sent[0].3, item: Some(0), reason: "boom".into() };
+    e.handle(Event::Failed { id: 0, failed }, now);
+    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 1, output: lines(1) }, now);
+    assert_eq!(releases(&e.take_actions()), vec![(0, 1, false), (1, 2, true)]);
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+    assert_eq!(e.stats.failed_count, 1);
+    assert_eq!(e.stats.failed_items[0].what, "input 0");
+}
+
+#[test]
+fn a_unit_overrunning_the_timeout_ends_its_worker_and_the_deadline_follows_the_pipeline() {
+    let (chunks, limit) = (Chunks::new(0, 100, 10), ms(1000));
+    let cfg = PoolConfig { task_timeout: Some(limit), ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(e.next_timer(), Some(now + limit));
+    // The first unit answers at 900 ms: the second starts running then.
+    let later = now + ms(900);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, later);
+    e.take_actions();
+    assert_eq!(e.next_timer(), Some(later + limit));
+    e.handle(Event::Tick, now + limit);
+    assert_eq!(e.take_actions(), vec![], "not due yet: the deadline moved");
+    e.handle(Event::Tick, later + limit);
+    assert_eq!(e.take_actions(), vec![Action::Terminate { id: 0 }]);
+    e.handle(Event::Exited { id: 0, exit: Exit::Signal(15), note: None }, later + limit);
+    let logs: Vec<String> = e
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| if let Action::Log(l) = a { Some(l.outcome) } else { None })
+        .collect();
+    assert!(logs.iter().any(|l| l.contains("timed out: inputs 10..20")), "{logs:?}");
+    assert_eq!(e.stats.timeouts, 1);
+}
+
+#[test]
+fn workers_that_never_start_end_the_run_after_five_tries_naming_the_refusal() {
+    let (mut e, _) = range(100, 10, 1);
+    let mut now = t0();
+    e.handle(Event::ConnectionRefused("wrong token from pid 7".into()), now);
+    for attempt in 0..5 {
+        let actions = e.take_actions();
+        let id = actions
+            .iter()
+            .find_map(|a| if let Action::Spawn { id } = a { Some(*id) } else { None })
+            .unwrap_or_else(|| panic!("attempt {attempt} spawns"));
+        e.handle(Event::Exited { id, exit: Exit::Code(2), note: None }, now);
+        if let Some(at) = e.next_timer() {
+            now = at;
+            e.handle(Event::Tick, now);
+        }
+    }
+    match e.take_end() {
+        Some(Err(Stop::Fatal(PoolError::WorkersWontStart { attempts: 5, last }))) => {
+            assert!(last.contains("wrong token"), "{last}");
+        }
+        other => panic!("expected the run to give up: {other:?}"),
+    }
+}
+
+#[test]
+fn a_recycled_worker_is_replaced_at_once_and_its_exit_is_no_restart() {
+    let chunks = Chunks::new(0, 30, 10);
+    let cfg = PoolConfig { max_tasks_per_worker: Some(1), ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.len(), 1, "a worker with a quota of one gets one unit");
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, now);
+    let actions = e.take_actions();
+    assert!(actions.contains(&Action::Shutdown { id: 0 }));
+    assert!(actions.contains(&Action::Spawn { id: 1 }));
+    e.handle(Event::Exited { id: 0, exit: Exit::Code(0), note: None }, now);
+    assert_eq!((e.stats.recycled, e.stats.restarts), (1, 0));
+    assert_eq!(e.next_timer(), None, "no respawn: the replacement already started");
+}
+
+#[test]
+fn a_first_interrupt_drains_the_units_in_flight_a_second_stops_at_once() {
+    let (mut e, chunks) = range(1000, 10, 1);
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    e.handle(Event::Interrupt(crate::signal::SIGINT), now);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, now);
+    assert!(sends(&e.take_actions(), &chunks).is_empty(), "nothing new goes out");
+    assert!(e.take_end().is_none(), "one unit is still in flight");
+    assert_eq!(e.next_timer(), Some(now + INTERRUPT_GRACE));
+    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 10, output: lines(10) }, now);
+    assert!(matches!(e.take_end(), Some(Err(Stop::Interrupted(_)))));
+    let (mut e, _) = range(1000, 10, 1);
+    bring_up(&mut e, now);
+    e.handle(Event::Interrupt(crate::signal::SIGINT), now);
+    e.handle(Event::Interrupt(crate::signal::SIGTERM), now);
+    assert!(matches!(e.take_end(), Some(Err(Stop::Interrupted(i))) if i.name == "SIGTERM"));
+}
+
+fn items(workers: usize, batching: Batching) -> Engine {
+    Engine::items(batching, config(workers), true, t0())
+}
+
+fn item(n: usize) -> Item {
+    Item::from(Bytes::from(vec![b'x'; n]))
+}
+
+fn records(results: &[&[u8]]) -> Bytes {
+    let mut payload = Vec::new();
+    for r in results {
+        push_record(&mut payload, r);
+    }
+    Bytes::from(payload)
+}
+
+const BATCH: Batching = Batching { max_items: 3, max_bytes: 100, window_bytes: Some(1000) };
+
+#[test]
+fn items_are_batched_by_count_and_by_bytes_and_a_large_one_goes_alone() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    let sizes = [10, 10, 10, 10, 60, 60, 500, 1];
+    assert!(e.wants_items());
+    e.handle(Event::Items(sizes.iter().map(|&n| item(n)).collect()), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let mut sent = sends(&bring_up(&mut e, now), &chunks);
+    let mut all = sent.clone();
+    // Answer each unit as it comes: every item in its own record.
+    while let Some((id, first, end, tag)) = sent.pop() {
+        let out: Vec<&[u8]> = (first..end).map(|_| &b"r"[..]).collect();
+        e.handle(Event::Done { id, tag, items: end - first, output: records(&out) }, now);
+        let next = sends(&e.take_actions(), &chunks);
+        all.extend(next.iter().copied());
+        sent.extend(next);
+    }
+    let units: Vec<(u64, u64)> = all.iter().map(|s| (s.1, s.2)).collect();
+    // Three of 10 (count), then 10 + 60 (bytes), 60 alone, 500 alone, then 1.
+    assert_eq!(units, vec![(0, 3), (3, 5), (5, 6), (6, 7), (7, 8)]);
+}
+
+#[test]
+fn an_idle_worker_gets_what_has_arrived_without_waiting_for_a_full_batch() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    bring_up(&mut e, now);
+    e.handle(Event::Items(vec![item(1)]), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let sent = sends(&e.take_actions(), &chunks);
+    assert_eq!(sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), vec![(0, 1)]);
+}
+
+#[test]
+fn items_are_pulled_only_within_the_window() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    bring_up(&mut e, now);
+    // One worker × (2 + 1) batches × 3 items = 9 items.
+    for _ in 0..9 {
+        assert!(e.wants_items());
+        e.handle(Event::Items(vec![item(1)]), now);
+    }
+    assert!(!e.wants_items(), "the window is full");
+    e.handle(Event::Consumed(1), now);
+    assert!(e.wants_items(), "the consumer took one");
+    let mut e = items(1, Batching { window_bytes: Some(100), ..BATCH });
+    e.handle(Event::Items(vec![item(150)]), now);
+    assert!(!e.wants_items(), "the bytes window is full");
+}
+
+#[test]
+fn an_empty_result_is_a_result_and_an_items_run_ends_with_its_source() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    bring_up(&mut e, now);
+    e.handle(Event::Items(vec![item(3)]), now);
+    e.handle(Event::SourceEnded, now);
+    let chunks = Chunks::new(0, 0, 1);
+    let (id, _, _, tag) = sends(&e.take_actions(), &chunks)[0];
+    e.handle(Event::Done { id, tag, items: 1, output: records(&[b""]) }, now);
+    let released = e.take_actions();
+    assert_eq!(releases(&released), vec![(0, 1, true)]);
+    assert!(
+        matches!(&released[..], [.., Action::Release(r)] if r.outcome == Outcome::Done(records(&[b""])))
+    );
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+    let mut e = items(2, BATCH);
+    e.handle(Event::SourceEnded, now);
+    assert!(matches!(e.take_end(), Some(Ok(()))), "no items at all: done at once");
+}
+
+#[test]
+fn records_that_do_not_match_the_batch_end_the_worker() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    e.handle(Event::Items(vec![item(3), item(3)]), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
+    e.handle(Event::Done { id, tag, items: 2, output: records(&[b"one only"]) }, now);
+    assert_eq!(e.take_actions(), vec![Action::Kill { id }]);
+}
+
+#[test]
+fn a_poison_item_in_a_batch_is_cornered_and_named_by_index() {
+    let cfg = PoolConfig { retries: 1, keep_going: true, ..config(1) };
+    let mut e = Engine::items(BATCH, cfg, false, t0());
+    let now = t0();
+    e.handle(Event::Items(vec![item(1), item(1), item(1)]), now);
+    e.handle(Event::SourceEnded, now);
+    let chunks = Chunks::new(0, 0, 1);
+    let mut deaths = 0;
+    let mut pending = sends(&bring_up(&mut e, now), &chunks);
+    let mut released = Vec::new();
+    // Item 1 kills every worker that runs it; the others are fine.
+    while let Some((id, first, end, tag)) = pending.first().copied() {
+        pending.remove(0);
+        if (first..end).contains(&1) {
+            deaths += 1;
+            e.handle(Event::Exited { id, exit: Exit::Signal(11), note: None }, now);
+            pending.clear();
+            e.handle(Event::Tick, now + ms(1000));
+            let actions = bring_up(&mut e, now + ms(1000));
+            released.extend(releases(&actions));
+            pending.extend(sends(&actions, &chunks));
+        } else {
+            let out: Vec<&[u8]> = (first..end).map(|_| &b"ok"[..]).collect();
+            e.handle(Event::Done { id, tag, items: end - first, output: records(&out) }, now);
+            let actions = e.take_actions();
+            released.extend(releases(&actions));
+            pending.extend(sends(&actions, &chunks));
+        }
+    }
+    released.sort();
+    assert_eq!(released, vec![(0, 1, true), (1, 2, false), (2, 3, true)]);
+    assert_eq!(e.stats.failed_items[0].what, "item 1");
+    // Twice whole (retries 1), halved to [0,1) [1,3), [1,3) halved, then item 1 twice.
+    assert_eq!(deaths, 5);
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+}
