@@ -134,6 +134,7 @@ async fn route(path: &str) -> (u16, &'static str, Vec<u8>) {
     match (parts.next(), parts.next()) {
         (Some("ok"), Some(n)) => (200, "OK", vec![b'x'; n.parse().unwrap_or(0)]),
         (Some("text"), Some(seed)) => (200, "OK", text_body(seed.parse().unwrap_or(0))),
+        (Some("echo"), Some(text)) => (200, "OK", text.as_bytes().to_vec()),
         (Some("slow"), Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             (200, "OK", b"slow".to_vec())

@@ -173,6 +173,21 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Live processes whose environment holds `key=value`: a way to find the workers of one pool
+/// among every other process (tests running beside this one start workers too).
+pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
 /// Sends `sig` to `pid`.
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: kill(2) touches no memory; a stale pid only fails.

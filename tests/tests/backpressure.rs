@@ -28,9 +28,14 @@ fn a_stalled_reader_throttles_the_workers_and_memory_stays_flat() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawns");
-    // Read nothing for a while: an unbounded gather would now hold most of the output.
-    std::thread::sleep(Duration::from_millis(1500));
-    let stalled_rss = rss_kib(child.id());
+    // Read nothing for a while, watching the coordinator's memory all along: an unbounded
+    // gather would grow towards the whole output (the workers compute it in about a second).
+    let mut stalled_rss = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        stalled_rss = stalled_rss.max(rss_kib(child.id()));
+    }
+    assert!(child.try_wait().expect("waits").is_none(), "the run cannot end while stdout is full");
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut total = 0u64;
@@ -52,7 +57,7 @@ fn a_stalled_reader_throttles_the_workers_and_memory_stays_flat() {
     assert!(out.0.success(), "{}", out.1);
     assert_eq!(lines, N);
     assert_eq!(total, lines_len(N));
-    eprintln!("coordinator RSS while the reader stalled: {stalled_rss} KiB");
+    eprintln!("coordinator peak RSS while the reader stalled: {stalled_rss} KiB");
     assert!(stalled_rss > 0, "RSS was read");
     assert!(stalled_rss < 48 * 1024, "coordinator RSS {stalled_rss} KiB while the reader stalled");
 }

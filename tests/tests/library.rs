@@ -124,22 +124,31 @@ fn a_failing_input_ends_the_stream_after_every_result_before_it() {
 #[test]
 fn dropping_the_stream_stops_and_reaps_the_workers() {
     runtime().block_on(async {
-        let pool = test_pool(2, 10);
+        // This pool's workers, told apart from any other test's by a tag in their environment.
+        let tag = format!("{}-{:?}", std::process::id(), std::time::Instant::now());
+        let pool = Pool::builder()
+            .workers(2)
+            .chunk_size(10)
+            .worker_command(bin("powerpool-worker"), Vec::<String>::new())
+            .worker_env("POWERPOOL_TEST_TASKS", "1")
+            .worker_env("POWERPOOL_TEST_TAG", &tag)
+            .build()
+            .expect("pool");
         let mut stream = pool.map("slow-square", 0..100_000);
         for x in 0..25i128 {
             assert_eq!(stream.next().await.expect("a result").expect("ok"), x * x);
         }
-        let me = std::process::id();
-        assert!(!children_of(me).is_empty(), "workers should be running");
+        let workers = processes_with_env("POWERPOOL_TEST_TAG", &tag);
+        assert_eq!(workers.len(), 2, "both workers should be running: {workers:?}");
         drop(stream);
         let mut gone = false;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if children_of(me).iter().all(|&p| !alive(p)) {
+            if workers.iter().all(|&p| !alive(p)) {
                 gone = true;
                 break;
             }
         }
-        assert!(gone, "workers outlived the dropped stream: {:?}", children_of(me));
+        assert!(gone, "workers outlived the dropped stream: {workers:?}");
     });
 }

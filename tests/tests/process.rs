@@ -147,3 +147,111 @@ fn process_tasks_must_be_byte_tasks() {
     assert_usage_error(&run(&mut powerpool(["map", "sha256", "--range", "0..5"])), "map of bytes");
     assert_usage_error(&run(&mut powerpool(["fetch", "--workers", "2", url])), "--workers alone");
 }
+
+/// The hidden test tasks (`empty`, `poison-bytes`) run only with POWERPOOL_TEST_TASKS=1.
+fn fetch_test_task(task: &str, urls: &[String], extra: &[&str]) -> std::process::Output {
+    run(powerpool(["fetch", "--process", task, "--workers", "2"])
+        .args(extra)
+        .args(urls)
+        .env("POWERPOOL_TEST_TASKS", "1"))
+}
+
+#[test]
+fn an_empty_result_is_printed_as_empty_and_is_no_failure() {
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..5).map(|s| server.url(&format!("/text/{s}"))).collect();
+    let out = fetch_test_task("empty", &urls, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = lines(&out);
+    assert_eq!(got.len(), 5);
+    for (i, (status, _, url, result)) in got.iter().enumerate() {
+        assert_eq!((status.as_str(), url, result.as_str()), ("200", &urls[i], ""), "URL {i}");
+    }
+}
+
+#[test]
+fn poison_bodies_are_isolated_and_only_their_urls_fail() {
+    let server = TestServer::start();
+    let mut urls: Vec<String> = (0..30).map(|s| server.url(&format!("/echo/body-{s}"))).collect();
+    urls[7] = server.url("/echo/panic-in-the-task");
+    urls[19] = server.url("/echo/segv-in-the-task");
+    let dir = TempDir::new("poison-report");
+    let report = dir.0.join("report.json");
+    let out =
+        fetch_test_task("poison-bytes", &urls, &["--report", report.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "two URLs failed: {stderr}");
+    let got = lines(&out);
+    assert_eq!(got.len(), 30);
+    for (i, (status, _, url, result)) in got.iter().enumerate() {
+        assert_eq!((status.as_str(), url), ("200", &urls[i]), "URL {i}");
+        match i {
+            7 | 19 => assert_eq!(result, "ERR:task", "URL {i}"),
+            _ => {
+                let body = format!("body-{i}");
+                assert_eq!(result, &format!("0 1 {}", body.len()), "URL {i}");
+            }
+        }
+    }
+    assert!(stderr.contains("injected panic"), "{stderr}");
+    assert!(stderr.contains("killed by SIGSEGV"), "{stderr}");
+    // The report has fetch's fields and the pool's counters.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report is written"))
+            .expect("json");
+    assert_eq!(report["command"], "fetch");
+    assert_eq!((report["urls"].as_u64(), report["failed"].as_u64()), (Some(30), Some(2)));
+    assert_eq!(report["status_counts"]["200"], 30);
+    assert_eq!(report["process"]["task"], "poison-bytes");
+    assert_eq!(report["process"]["task_failed"], 2);
+    // The segfaulting body kills 3 workers (its retries); the last death is not replaced if
+    // the run is over by then.
+    assert!(report["process"]["restarts"].as_u64() >= Some(2), "{report}");
+    assert_eq!(report["exit_code"], 3);
+}
+
+#[test]
+fn the_report_of_a_clean_process_run_has_every_field() {
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..4).map(|s| server.url(&format!("/text/{s}"))).collect();
+    let dir = TempDir::new("report");
+    let report = dir.0.join("report.json");
+    let out = run(powerpool(["fetch", "--process", "wc", "--report"]).arg(&report).args(&urls));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("written")).expect("json");
+    for field in ["urls", "ok", "failed", "status_counts", "bytes", "latency_ms", "outcome"] {
+        assert!(!report[field].is_null(), "{field} missing: {report}");
+    }
+    assert_eq!((report["ok"].as_u64(), report["outcome"].as_str()), (Some(4), Some("complete")));
+    assert_eq!(report["process"]["task"], "wc");
+    assert_eq!(report["process"]["task_failed"], 0);
+    assert_eq!(report["process"]["restarts"], 0);
+}
+
+#[test]
+fn budgets_from_one_byte_up_never_hang() {
+    // A budget smaller than one piece of body (or than one byte of it) must not wedge the
+    // fetches: each takes what there is and goes into overdraft for the rest.
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..12).map(|s| server.url(&format!("/text/{s}"))).collect();
+    for budget in ["1", "100", "1K", "4K", "64K"] {
+        let out = run_with_timeout(
+            powerpool(["fetch", "--process", "sha256", "--budget", budget, "--concurrency", "8"])
+                .args(&urls),
+            TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "--budget {budget}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (seed, (_, _, _, digest)) in lines(&out).iter().enumerate() {
+            assert_eq!(
+                digest,
+                &sha256_hex(&text_body(seed as u64)),
+                "--budget {budget}, URL {seed}"
+            );
+        }
+    }
+}

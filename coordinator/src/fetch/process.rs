@@ -217,7 +217,10 @@ async fn gather(
     let mut next_url = 0usize;
     let mut taken = 0u64;
     let mut pool_open = true;
-    while next_url < urls {
+    // Until every URL is recorded and the pool has said it is done: the pool may still be
+    // learning that the input ended when the last record goes out, and must not take the
+    // results channel closing for a consumer that went away.
+    while next_url < urls || pool_open {
         tokio::select! {
             biased;
             Some(f) = fetched.recv() => {
@@ -263,9 +266,6 @@ async fn gather(
         let last = ready.len();
         for (n, (outcome, answer)) in ready.iter().enumerate() {
             record(outcome, answer, n + 1 == last).map_err(Error::Output)?;
-        }
-        if !pool_open && fetched.is_closed() && fetched.is_empty() && outcomes.is_empty() {
-            break;
         }
     }
     Ok(())

@@ -229,6 +229,17 @@ mod tests {
     }
 
     #[test]
+    fn only_the_started_process_or_its_group_may_take_a_slot() {
+        let me = std::process::id();
+        // SAFETY: getpgrp has no preconditions.
+        let group = unsafe { libc::getpgrp() } as u32;
+        assert!(spawned_by(me, Some(me)), "the process itself");
+        assert!(spawned_by(group, Some(me)), "a process in the leader's group (a wrapper)");
+        assert!(!spawned_by(u32::MAX - 1, Some(me)), "anyone else");
+        assert!(spawned_by(u32::MAX - 1, None), "no credentials: the token alone decides");
+    }
+
+    #[test]
     fn tokens_differ() {
         let a = new_token().expect("random");
         let b = new_token().expect("random");
