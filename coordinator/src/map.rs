@@ -106,7 +106,9 @@ async fn execute(
         Err(Stop::Interrupted(int)) => Err(Error::Interrupted { name: int.name, code: int.code }),
     };
     let outcome = outcome.and_then(|()| match pending {
-        Some(pending) => pending.commit().map_err(Error::Output),
+        Some(pending) => {
+            pending.commit().and_then(|()| sync_shard_dir(plan)).map_err(Error::Output)
+        }
         None => Ok(()),
     });
     tracing::info!(
@@ -131,6 +133,15 @@ async fn execute(
         (outcome, _) => outcome,
     };
     (stats, written, outcome)
+}
+
+/// After a shard file's rename, fsyncs its directory: a cluster job that reported the shard
+/// done must not lose it to a crash of the node.
+fn sync_shard_dir(plan: &MapPlan) -> io::Result<()> {
+    match (&plan.shard, &plan.output) {
+        (Some(_), Some(path)) => crate::shard::sync_parent_dir(path),
+        _ => Ok(()),
+    }
 }
 
 /// Where the results go: stdout, an `--output` file, or a `--shard` file.
