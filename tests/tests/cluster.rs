@@ -177,7 +177,7 @@ fn submit_queues_n_explicit_shards_then_a_merge_cancelled_if_one_fails() {
     assert!(calls[0].ends_with(&format!("shard square 0..100 3 {out_dir} lines")), "{}", calls[0]);
     assert!(calls[0].contains("--export=ALL"), "{}", calls[0]);
     assert!(
-        calls[1].contains("--dependency=afterok:101 --kill-on-invalid-dep=yes"),
+        calls[1].contains("--dependency=afterok:101 --kill-on-invalid-dep=yes --cpus-per-task=1 "),
         "{}",
         calls[1]
     );
