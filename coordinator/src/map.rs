@@ -101,7 +101,9 @@ async fn execute(
         Err(stop) => Err(Error::from(stop)),
     };
     let outcome = outcome.and_then(|()| match pending {
-        Some(pending) => pending.commit().map_err(Error::Output),
+        Some(pending) => {
+            pending.commit().and_then(|()| sync_shard_dir(plan)).map_err(Error::Output)
+        }
         None => Ok(()),
     });
     tracing::info!(
@@ -126,6 +128,15 @@ async fn execute(
         (outcome, _) => outcome,
     };
     (stats, written, outcome)
+}
+
+/// After a shard file's rename, fsyncs its directory: a cluster job that reported the shard
+/// done must not lose it to a crash of the node.
+fn sync_shard_dir(plan: &MapPlan) -> io::Result<()> {
+    match (&plan.shard, &plan.output) {
+        (Some(_), Some(path)) => crate::shard::sync_parent_dir(path),
+        _ => Ok(()),
+    }
 }
 
 /// Where the results go: stdout, an `--output` file, or a `--shard` file.

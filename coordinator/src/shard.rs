@@ -26,11 +26,14 @@
 //! Slice K of a range of L inputs is offsets `floor(L·K/N) .. floor(L·(K+1)/N)`: every input in
 //! exactly one shard, sizes differing by at most one, the same on every machine. The length and
 //! checksum are written last (the file is seekable: `--shard` needs `--output`), and the file
-//! appears under its name only when complete.
+//! appears under its name only when complete: it is fsynced, renamed into place, and then its
+//! directory is fsynced too ([`sync_parent_dir`]), so a shard that a cluster job reported done
+//! survives a crash of the node.
 
 use powerpool_shared::Format;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
 use xxhash_rust::xxh3::Xxh3;
 
 /// The header's size; the payload starts here.
@@ -188,6 +191,20 @@ impl ShardWriter {
     }
 }
 
+/// Makes the rename of a finished shard file durable: fsyncs the directory that holds `path`
+/// (the file's own data was fsynced by [`ShardWriter::finish`] before the rename). A filesystem
+/// that cannot sync a directory (`EINVAL`) is taken at its word.
+pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match File::open(dir)?.sync_all() {
+        Err(err) if err.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        synced => synced,
+    }
+}
+
 impl std::fmt::Debug for ShardWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardWriter").field("header", &self.header).field("len", &self.len).finish()
@@ -246,6 +263,16 @@ mod tests {
         let mut bad = h.encode();
         bad[40..48].copy_from_slice(&2u64.to_le_bytes());
         assert!(Header::decode(&bad).is_err(), "K must be below N");
+    }
+
+    #[test]
+    fn the_directory_of_a_shard_is_synced_wherever_it_is() {
+        let dir = std::env::temp_dir().join(format!("powerpool-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        sync_parent_dir(&dir.join("shard-0.bin")).expect("an absolute path");
+        sync_parent_dir(Path::new("shard-0.bin")).expect("a bare name: the current directory");
+        assert!(sync_parent_dir(&dir.join("missing/shard-0.bin")).is_err());
+        std::fs::remove_dir(&dir).expect("remove the temp dir");
     }
 
     #[test]

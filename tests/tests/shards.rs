@@ -119,31 +119,3 @@ fn shard_needs_an_output_file() {
     let out = run(&mut powerpool(["map", "square", "--range", "0..10", "--shard", "0/2"]));
     assert_usage_error(&out, "--shard without --output");
 }
-
-/// The Slurm script's per-task mode, run by hand with the environment Slurm would give it, then
-/// its merge mode: the same bytes as one run.
-#[test]
-fn the_slurm_script_shards_and_merges_exactly() {
-    let dir = TempDir::new("slurm");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-array.sh");
-    for k in 0..3 {
-        let out = run(std::process::Command::new("bash")
-            .arg(&script)
-            .args(["shard", "square", "-100..2000"])
-            .arg(&dir.0)
-            .env("POWERPOOL", bin("powerpool"))
-            .env("SLURM_ARRAY_TASK_ID", k.to_string())
-            .env("SLURM_ARRAY_TASK_COUNT", "3")
-            .env("SLURM_CPUS_PER_TASK", "2"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let result = dir.0.join("result.txt");
-    let out = run(std::process::Command::new("bash")
-        .arg(&script)
-        .arg("merge")
-        .arg(&dir.0)
-        .arg(&result)
-        .env("POWERPOOL", bin("powerpool")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&result).expect("merged"), squares_lines(-100, 2000));
-}
