@@ -1,8 +1,8 @@
 //! A 256-bit signed integer, just enough to sum `i128` results exactly.
 //!
 //! The sum of up to 2^64 results of up to 2^127 each needs 191 bits plus a sign, more than any
-//! primitive. Two's complement in four little-endian `u64` limbs; addition of an `i128` is a
-//! sign-extended add with carries, cheap enough for the per-item hot path.
+//! primitive. Two's complement in two `u128` halves (low, then high); adding an `i128` is a
+//! sign-extended add with one carry, cheap enough for the per-item hot path.
 
 use std::fmt;
 
