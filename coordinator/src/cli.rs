@@ -71,6 +71,11 @@ pub struct MapArgs {
     /// failed item, having written every result before it, and exits 4.
     #[arg(long)]
     pub keep_going: bool,
+    /// With --keep-going and --format lines: what a failed input leaves in the output.
+    /// `skip` (default): no line, so later lines move up; `mark`: the line `ERR:failed`, so
+    /// line N is still input N.
+    #[arg(long, value_enum, value_name = "WHAT", requires = "keep_going")]
+    pub on_fail: Option<OnFail>,
     /// Compute only slice K of N (K from 0 to N-1) of the range, into a shard file for
     /// `powerpool merge` (needs --output). Fits Slurm arrays and Kubernetes indexed jobs.
     #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, requires = "output")]
@@ -206,6 +211,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("'{text}' must be at least 1 byte and at most 1 TiB"));
     }
     Ok(bytes)
+}
+
+/// What a failed input leaves in `lines` output under `--keep-going`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OnFail {
+    /// Nothing.
+    #[default]
+    Skip,
+    /// The line [`crate::output::FAILED_MARK`].
+    Mark,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -68,7 +68,7 @@ async fn execute(
         Err(err) => return (pool::Stats::default(), 0, Err(err)),
     };
     let fetches = plan.fetch.clone().map(|f| tokio::spawn(fetch::beside_map(f)));
-    let (mut results, writer) = Writer::start(sink, plan.format);
+    let (mut results, writer) = Writer::start(sink, plan.format, plan.on_fail);
     let job = Job {
         task: plan.task.clone(),
         work: pool::Work::Range { chunks: plan.chunks, format: plan.format },

@@ -4,6 +4,7 @@
 //! place only when the whole run succeeded, so a file at that path always looks complete because
 //! it is; a failed or interrupted run removes the temporary file.
 
+use crate::cli::OnFail;
 use crate::pool::{self, Outcome, Released, ResultReceiver, ResultSender};
 use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
@@ -72,10 +73,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task over `sink`, fed by the returned sender. In `Sum` format unit
-    /// outputs are 32-byte partial sums, added up and printed as one line at the end.
-    pub fn start(sink: Sink, format: Format) -> (ResultSender, Writer) {
+    /// outputs are 32-byte partial sums, added up and printed as one line at the end. A failed
+    /// input (`--keep-going`) leaves nothing, or with `on_fail` mark the line [`FAILED_MARK`].
+    pub fn start(sink: Sink, format: Format, on_fail: OnFail) -> (ResultSender, Writer) {
         let (sender, receiver) = pool::results();
-        let task = tokio::task::spawn_blocking(move || write_all(sink, format, receiver));
+        let mark = on_fail == OnFail::Mark;
+        let task = tokio::task::spawn_blocking(move || write_all(sink, format, mark, receiver));
         (sender, Writer { task })
     }
 
@@ -87,11 +90,14 @@ impl Writer {
     }
 }
 
-fn write_all(sink: Sink, format: Format, results: ResultReceiver) -> io::Result<()> {
+/// The line `--on-fail mark` writes for each failed input: never a decimal result.
+pub const FAILED_MARK: &str = "ERR:failed";
+
+fn write_all(sink: Sink, format: Format, mark: bool, results: ResultReceiver) -> io::Result<()> {
     let (mut plain, shard) = sink.writer();
     let is_sum = format == Format::Sum;
     match shard {
-        Some(mut shard) => match pump(&mut shard, format, results)? {
+        Some(mut shard) => match pump(&mut shard, format, mark, results)? {
             // Only a complete shard gets its length and checksum (and is then renamed in).
             Some(sum) => {
                 if is_sum {
@@ -102,7 +108,7 @@ fn write_all(sink: Sink, format: Format, results: ResultReceiver) -> io::Result<
             None => shard.flush(),
         },
         None => {
-            if let Some(sum) = pump(&mut plain, format, results)?.filter(|_| is_sum) {
+            if let Some(sum) = pump(&mut plain, format, mark, results)?.filter(|_| is_sum) {
                 writeln!(plain, "{sum}")?;
             }
             plain.flush()
@@ -112,7 +118,12 @@ fn write_all(sink: Sink, format: Format, results: ResultReceiver) -> io::Result<
 
 /// Writes outputs as they come until the channel closes; returns the sum of `sum` outputs
 /// (zero in other formats) if the run was complete, `None` if it stopped short.
-fn pump(out: &mut dyn Write, format: Format, results: ResultReceiver) -> io::Result<Option<I256>> {
+fn pump(
+    out: &mut dyn Write,
+    format: Format,
+    mark: bool,
+    results: ResultReceiver,
+) -> io::Result<Option<I256>> {
     let ResultReceiver { mut rx, consumed } = results;
     let mut sum = I256::ZERO;
     while let Some(msg) = rx.blocking_recv() {
@@ -120,7 +131,8 @@ fn pump(out: &mut dyn Write, format: Format, results: ResultReceiver) -> io::Res
             return Ok(Some(sum));
         };
         match (format, outcome) {
-            // An input given up under --keep-going has no result.
+            // An input given up under --keep-going has no result: a mark, or nothing.
+            (Format::Lines, Outcome::Failed(_)) if mark => writeln!(out, "{FAILED_MARK}")?,
             (_, Outcome::Failed(_)) => {}
             (Format::Sum, Outcome::Done(part)) => {
                 let part = I256::from_le_bytes(&part).ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! Raw flags validated once into plans that the rest of the program trusts.
 
 use crate::chunk::{self, Chunks};
-use crate::cli::{FetchArgs, MapArgs, OutputFormat, PoolArgs};
+use crate::cli::{FetchArgs, MapArgs, OnFail, OutputFormat, PoolArgs};
 use crate::errors::Error;
 use crate::pool::{PoolConfig, WorkerCommand};
 use crate::shard::{Header, MAX_TASK_LEN};
@@ -20,6 +20,8 @@ pub struct MapPlan {
     pub fetch: Option<FetchPlan>,
     /// The pool; its workers are never more than there are chunks.
     pub pool: PoolConfig,
+    /// What a failed input leaves in the output (`--on-fail`; `lines` only).
+    pub on_fail: OnFail,
     /// `--shard`: the header of the shard file to write (length and checksum filled at the end).
     pub shard: Option<Header>,
     /// The range as given (under `--shard`, the whole range, not the slice).
@@ -123,6 +125,13 @@ impl MapPlan {
             }
             None => whole,
         };
+        if args.on_fail.is_some() && (format != Format::Lines || args.shard.is_some()) {
+            return Err(Error::Usage(
+                "--on-fail works with --format lines only, and not with --shard (a shard holds \
+                 every result or none)"
+                    .to_owned(),
+            ));
+        }
         let mut pool = pool_config(&args.pool, worker, args.keep_going);
         let wanted = pool.workers;
         let len = u64::try_from(Chunks::new(start, end, 1).items()).unwrap_or(u64::MAX);
@@ -168,6 +177,7 @@ impl MapPlan {
             output: args.output,
             fetch,
             pool,
+            on_fail: args.on_fail.unwrap_or_default(),
             shard,
             range: [whole.0, whole.1],
             report: args.report,

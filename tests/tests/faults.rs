@@ -142,6 +142,39 @@ fn keep_going_writes_everything_else_and_lists_the_failed_inputs() {
 }
 
 #[test]
+fn defect_17_18_on_fail_mark_keeps_line_n_for_input_n() {
+    let out = map_fault(
+        "fault-segv@5,17,90",
+        "0..100",
+        &["--workers", "2", "--keep-going", "--retries", "0", "--on-fail", "mark"],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let expected: Vec<u8> = (0..100i64)
+        .flat_map(|x| match x {
+            5 | 17 | 90 => b"ERR:failed\n".to_vec(),
+            x => format!("{}\n", x * x).into_bytes(),
+        })
+        .collect();
+    assert_eq!(out.stdout, expected);
+    // `skip` is the default; `mark` needs --keep-going, and lines output of the whole run.
+    let skip = map_fault("fault-segv@5", "0..10", &["--keep-going", "--on-fail", "skip"]);
+    assert_eq!(skip.stdout.iter().filter(|&&b| b == b'\n').count(), 9);
+    let dir = TempDir::new("on-fail");
+    let shard = dir.0.join("s.bin");
+    let shard = shard.to_str().expect("utf-8");
+    for bad in [
+        &["--on-fail", "mark"][..],
+        &["--keep-going", "--on-fail", "mark", "--format", "bin"],
+        &["--keep-going", "--on-fail", "mark", "--format", "sum"],
+        &["--keep-going", "--on-fail", "mark", "--shard", "0/2", "-o", shard],
+        &["--keep-going", "--on-fail", "maybe"],
+    ] {
+        let out = run(powerpool(["map", "square", "--range", "0..10"]).args(bad));
+        assert_usage_error(&out, &format!("{bad:?}"));
+    }
+}
+
+#[test]
 fn keep_going_sums_and_files_what_it_could_compute() {
     let dir = TempDir::new("keep");
     let path = dir.0.join("sum.txt");
@@ -304,4 +337,38 @@ fn sigint_with_hung_workers_ends_after_the_grace_period_not_never() {
     assert!(out.stdout.is_empty());
     assert!(workers.iter().all(|&p| !alive(p)), "workers survived: {workers:?}");
     assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
+
+#[test]
+fn defect_17_10_a_stopped_worker_is_reported_not_silent_and_the_run_resumes_exact() {
+    // 1 ms an item, chunks of 10: units of about 10 ms, so a stopped worker stands out.
+    let child = powerpool([
+        "map",
+        "slow-square",
+        "--range",
+        "0..1500",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "10",
+    ])
+    .env("POWERPOOL_TEST_TASKS", "1")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawns");
+    let workers = wait_for_workers(child.id(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(workers[0], libc::SIGSTOP);
+    // The report comes 2 s after the unit began (10x a 10 ms median is under the 2 s floor).
+    std::thread::sleep(Duration::from_millis(3000));
+    kill(workers[0], libc::SIGCONT);
+    let out = wait_output(child, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 1500), "the output stays exact");
+    let report = format!("worker pid {} has been running inputs", workers[0]);
+    assert!(stderr.contains(&report), "no stall report: {stderr}");
+    assert!(stderr.contains("--task-timeout DURATION ends such a worker"), "{stderr}");
+    assert_eq!(stderr.matches("has been running").count(), 1, "reported once: {stderr}");
 }

@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 
 /// How long in-flight units may take to finish after a first SIGINT or SIGTERM.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// Without a task timeout, a unit that has run this many times its siblings' median (and at
+/// least [`STALL_FLOOR`]) is reported as stalled: a stopped or hung worker is never silent.
+pub const STALL_FACTOR: u32 = 10;
+pub const STALL_FLOOR: Duration = Duration::from_secs(2);
+/// Answered units whose run times make the median (the most recent ones).
+const DURATIONS_KEPT: usize = 64;
 
 /// What happened.
 #[derive(Debug)]
@@ -91,6 +97,18 @@ pub enum Action {
     },
     Release(Released),
     Log(Attempt),
+    /// A unit has run far longer than its siblings: say so (never a kill).
+    Stalled(Stall),
+}
+
+/// A unit that has run far longer than its siblings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stall {
+    pub pid: u32,
+    /// `inputs 3..9`, `items 3..9`.
+    pub what: String,
+    pub ran: Duration,
+    pub median: Duration,
 }
 
 /// A unit on its way to a worker.
@@ -147,6 +165,8 @@ pub(super) struct WorkerState {
     pub retiring: bool,
     /// Ended for overrunning the task timeout: why.
     pub timed_out: Option<String>,
+    /// Its running unit was reported as stalled.
+    pub stall_reported: bool,
 }
 
 /// A unit sent to a worker: its tag, and when it was sent.
@@ -183,6 +203,8 @@ pub struct Engine {
     done: bool,
     pub(super) stats: Stats,
     pub(super) actions: Vec<Action>,
+    /// How long recent units ran, for the stall report's median.
+    durations: VecDeque<Duration>,
 }
 
 impl Engine {
@@ -244,6 +266,7 @@ impl Engine {
             done: false,
             stats: Stats::default(),
             actions: Vec::new(),
+            durations: VecDeque::new(),
             config,
         }
     }
@@ -334,7 +357,32 @@ impl Engine {
                 .filter(|w| w.timed_out.is_none())
                 .filter_map(move |w| w.running_since.map(|at| at + limit))
         });
-        respawn.into_iter().chain(grace).chain(deadlines).min()
+        let stalls = self.stall_after().into_iter().flat_map(|after| {
+            self.workers
+                .values()
+                .filter(|w| !w.stall_reported)
+                .filter_map(move |w| w.running_since.map(|at| at + after))
+        });
+        respawn.into_iter().chain(grace).chain(deadlines).chain(stalls).min()
+    }
+
+    /// The median run time of recent units, once there are a few.
+    fn median_duration(&self) -> Option<Duration> {
+        if self.durations.len() < 3 {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = self.durations.iter().copied().collect();
+        sorted.sort();
+        Some(sorted[sorted.len() / 2])
+    }
+
+    /// How long a unit may run before it is reported as stalled; `None` with a task timeout
+    /// (which ends such a worker) or before there is a median to compare with.
+    fn stall_after(&self) -> Option<Duration> {
+        if self.config.task_timeout.is_some() {
+            return None;
+        }
+        self.median_duration().map(|m| (m * STALL_FACTOR).max(STALL_FLOOR))
     }
 
     /// Whether the engine takes another item now (an items job within its window).
@@ -384,6 +432,7 @@ impl Engine {
                 return;
             }
         }
+        self.report_stalls(now);
         let Some(limit) = self.config.task_timeout else { return };
         let mut overdue = Vec::new();
         for (&id, w) in &mut self.workers {
@@ -400,6 +449,26 @@ impl Engine {
         }
         for id in overdue {
             self.actions.push(Action::Terminate { id });
+        }
+    }
+
+    /// Reports each unit that has run far longer than its siblings, once.
+    fn report_stalls(&mut self, now: Instant) {
+        let (Some(after), Some(median)) = (self.stall_after(), self.median_duration()) else {
+            return;
+        };
+        for w in self.workers.values_mut() {
+            let Some(since) = w.running_since else { continue };
+            if w.stall_reported || now < since + after {
+                continue;
+            }
+            w.stall_reported = true;
+            let what = w
+                .in_flight
+                .front()
+                .map_or_else(String::new, |f| describe(&self.kind, f.unit.first, f.unit.end));
+            let pid = w.pid.unwrap_or(0);
+            self.actions.push(Action::Stalled(Stall { pid, what, ran: now - since, median }));
         }
     }
 
@@ -525,8 +594,15 @@ impl Engine {
         let w = self.workers.get_mut(&id).expect("the caller found it");
         w.in_flight.remove(pos);
         w.completed += 1;
+        if let Some(since) = w.running_since {
+            if self.durations.len() == DURATIONS_KEPT {
+                self.durations.pop_front();
+            }
+            self.durations.push_back(now.saturating_duration_since(since));
+        }
         // Workers answer in order: the next unit starts running now.
         w.running_since = (!w.in_flight.is_empty()).then_some(now);
+        w.stall_reported = false;
         w.pid.unwrap_or(0)
     }
 

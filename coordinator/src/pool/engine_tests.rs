@@ -453,3 +453,44 @@ fn a_poison_item_in_a_batch_is_cornered_and_named_by_index() {
     assert_eq!(deaths, 5);
     assert!(matches!(e.take_end(), Some(Ok(()))));
 }
+
+#[test]
+fn a_unit_running_far_longer_than_its_siblings_is_reported_once_never_killed() {
+    let (mut e, chunks) = range(1000, 10, 1);
+    let now = t0();
+    let mut sent = sends(&bring_up(&mut e, now), &chunks);
+    // Three units of 10 ms each make the median.
+    let mut t = now;
+    for _ in 0..3 {
+        let (id, first, end, tag) = sent.remove(0);
+        t += ms(10);
+        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, t);
+        e.handle(Event::Consumed(end), t);
+        sent.extend(sends(&e.take_actions(), &chunks));
+    }
+    // 10 ms × 10 is below the 2 s floor: the report comes at 2 s.
+    assert_eq!(e.next_timer(), Some(t + STALL_FLOOR));
+    e.handle(Event::Tick, t + ms(1999));
+    assert!(e.take_actions().is_empty());
+    e.handle(Event::Tick, t + STALL_FLOOR);
+    match &e.take_actions()[..] {
+        [Action::Stalled(s)] => {
+            assert_eq!((s.pid, s.what.as_str(), s.median), (1000, "inputs 30..40", ms(10)));
+        }
+        other => panic!("expected one stall report, got {other:?}"),
+    }
+    e.handle(Event::Tick, t + STALL_FLOOR * 3);
+    assert!(e.take_actions().is_empty(), "reported once, and never killed");
+    // With a task timeout there is no report: the timeout decides.
+    let chunks = Chunks::new(0, 1000, 10);
+    let cfg = PoolConfig { task_timeout: Some(Duration::from_secs(60)), ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, now);
+    let mut sent = sends(&bring_up(&mut e, now), &chunks);
+    for _ in 0..3 {
+        let (id, first, end, tag) = sent.remove(0);
+        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, now);
+        sent.extend(sends(&e.take_actions(), &chunks));
+    }
+    e.handle(Event::Tick, now + Duration::from_secs(30));
+    assert!(e.take_actions().is_empty());
+}

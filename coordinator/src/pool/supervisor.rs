@@ -169,6 +169,21 @@ impl Shell {
                         log.record(&attempt);
                     }
                 }
+                Action::Stalled(stall) => {
+                    let ran = stall.ran.as_secs_f64();
+                    tracing::warn!(
+                        "worker pid {} has been running {} for {ran:.1} s, {:.0}x the median of \
+                         its siblings ({:.3} s): it may be stopped or hung; --task-timeout \
+                         DURATION ends such a worker and retries its work",
+                        stall.pid,
+                        stall.what,
+                        ran / stall.median.as_secs_f64().max(1e-9),
+                        stall.median.as_secs_f64()
+                    );
+                    if let Some(bar) = &observers.progress {
+                        bar.set_message(format!("worker pid {} stalled?", stall.pid));
+                    }
+                }
             }
         }
         let restarts = self.engine.stats().restarts;
