@@ -39,6 +39,8 @@ fn golden_encodings() {
     );
     let done = FromWorker::Done(ChunkDone { chunk: 5, items: 2, payload: b"1\n4\n".to_vec() });
     assert_eq!(body_hex(&done), "03000000050000000000000002000000000000000400000000000000310a340a");
+    let progress = FromWorker::Progress(UnitProgress { chunk: 2, done: 3 });
+    assert_eq!(body_hex(&progress), "0500000002000000000000000300000000000000");
     let failed = FromWorker::Failed(ChunkFailed { chunk: 1, item: Some(-1), reason: "x".into() });
     assert_eq!(body_hex(&failed), "04000000010000000000000001ffffffffffffffff010000000000000078");
     let input = Input::Range(Format::Lines);
@@ -166,6 +168,8 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
         (any::<u64>(), any::<Option<i64>>(), ".{0,40}").prop_map(|(chunk, item, reason)| {
             FromWorker::Failed(ChunkFailed { chunk, item, reason })
         }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(chunk, done)| FromWorker::Progress(UnitProgress { chunk, done })),
     ]
 }
 

@@ -45,7 +45,7 @@ pub mod wide;
 pub use codec::{CodecError, MAX_FRAME};
 pub use message::{
     BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Input, ItemBatch, Reject,
-    RunChunk, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
+    RunChunk, ToWorker, UnitProgress, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
 };
 pub use version::PROTOCOL_VERSION;
 pub use wide::I256;

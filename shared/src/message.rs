@@ -85,6 +85,17 @@ pub enum FromWorker {
     Done(ChunkDone),
     /// A chunk could not be computed; the worker stays usable.
     Failed(ChunkFailed),
+    /// Items of the unit `chunk` are done so far (items jobs): the unit's deadline runs per
+    /// item, so a slow batch is not killed for being a batch. Sent only when an item took a
+    /// while, never once per item of a fast batch.
+    Progress(UnitProgress),
+}
+
+/// How far a worker got in a unit.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct UnitProgress {
+    pub chunk: u64,
+    pub done: u64,
 }
 
 /// What every worker says first.
@@ -231,6 +242,7 @@ impl fmt::Debug for FromWorker {
             FromWorker::Fatal(m) => m.fmt(f),
             FromWorker::Done(m) => m.fmt(f),
             FromWorker::Failed(m) => m.fmt(f),
+            FromWorker::Progress(m) => m.fmt(f),
         }
     }
 }

@@ -85,7 +85,12 @@ pub async fn run(
         work: pool::Work::Items {
             source: items_rx,
             // Small bodies share a frame; a large one travels alone, in pieces.
-            batching: Batching { max_items: 16, max_bytes: 1 << 20, window_bytes: None },
+            batching: Batching {
+                max_items: 16,
+                max_bytes: 1 << 20,
+                window_bytes: None,
+                target: None,
+            },
         },
         config: process.pool.clone(),
         ordered: false,

@@ -23,6 +23,8 @@ pub struct PoolConfig {
     pub task_timeout: Option<Duration>,
     /// Replace each worker after this many units.
     pub max_tasks_per_worker: Option<u64>,
+    /// Replace a worker whose resident memory passes this many bytes after a unit.
+    pub max_worker_memory: Option<u64>,
 }
 
 impl PoolConfig {
@@ -36,6 +38,7 @@ impl PoolConfig {
             keep_going: false,
             task_timeout: None,
             max_tasks_per_worker: None,
+            max_worker_memory: None,
         }
     }
 }

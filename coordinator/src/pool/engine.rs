@@ -39,11 +39,18 @@ pub enum Event {
     Ready {
         id: u64,
     },
+    /// A unit's output; `rss`: the worker's resident memory just after, when measured.
     Done {
         id: u64,
         tag: u64,
         items: u64,
         output: Bytes,
+        rss: Option<u64>,
+    },
+    /// The worker has finished some items of unit `tag`: its deadline starts again.
+    Progress {
+        id: u64,
+        tag: u64,
     },
     Failed {
         id: u64,
@@ -142,6 +149,11 @@ pub(super) enum Kind {
 #[derive(Debug)]
 pub(super) struct Items {
     pub batching: Batching,
+    /// Items a new batch may take now: `batching.max_items`, or with a time target, what the
+    /// measured cost per item says (starting at 1).
+    pub batch_items: u64,
+    /// Measured cost of one item (an average over recent units), with a time target.
+    pub per_item: Option<Duration>,
     pub held: BTreeMap<u64, Item>,
     pub held_bytes: usize,
     /// Items received so far (the next one's index).
@@ -167,6 +179,8 @@ pub(super) struct WorkerState {
     pub timed_out: Option<String>,
     /// Its running unit was reported as stalled.
     pub stall_reported: bool,
+    /// Passed `max_worker_memory`: retires once its pipeline is empty.
+    pub over_memory: bool,
 }
 
 /// A unit sent to a worker: its tag, and when it was sent.
@@ -231,8 +245,11 @@ impl Engine {
     pub fn items(batching: Batching, config: PoolConfig, ordered: bool, now: Instant) -> Engine {
         let window_items =
             (config.workers * (PIPELINE_DEPTH + 1)) as u64 * batching.max_items.max(1);
+        let batch_items = if batching.target.is_some() { 1 } else { batching.max_items };
         let items = Items {
             batching,
+            batch_items,
+            per_item: None,
             held: BTreeMap::new(),
             held_bytes: 0,
             pulled: 0,
@@ -288,7 +305,18 @@ impl Engine {
                     tracing::info!(id, pid = w.pid, "worker ready");
                 }
             }
-            Event::Done { id, tag, items, output } => self.on_done(id, tag, items, output, now),
+            Event::Done { id, tag, items, output, rss } => {
+                self.on_done(id, tag, items, output, now);
+                self.recycle_if_large(id, rss);
+            }
+            Event::Progress { id, tag } => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    if w.in_flight.front().is_some_and(|f| f.tag == tag) {
+                        w.running_since = Some(now);
+                        w.stall_reported = false;
+                    }
+                }
+            }
             Event::Failed { id, failed } => self.on_failed(id, failed, now),
             Event::Refused { id, reason } => {
                 tracing::debug!(id, "worker refused the job");
@@ -522,7 +550,8 @@ impl Engine {
             for &id in &ids {
                 let w = &self.workers[&id];
                 let assigned = w.completed + w.in_flight.len() as u64;
-                if !w.ready || w.retiring || w.in_flight.len() >= depth || assigned >= max_tasks {
+                let busy = w.retiring || w.over_memory || w.in_flight.len() >= depth;
+                if !w.ready || busy || assigned >= max_tasks {
                     continue;
                 }
                 let Some(unit) = self.next_unit() else { return };
@@ -582,11 +611,33 @@ impl Engine {
             self.actions.push(Action::Kill { id });
             return;
         };
+        let began = self.workers[&id].running_since.filter(|_| pos == 0).unwrap_or(done.sent);
         let pid = self.answered(id, pos, now);
         self.restarts.answered();
+        self.learn_batch_size(done.unit.len(), now.saturating_duration_since(began));
         self.retire_if_due(id);
+        if self.workers.get(&id).is_some_and(|w| w.over_memory && w.in_flight.is_empty()) {
+            self.retire(id);
+        }
         self.log(pid, &done, now, "done".to_owned());
         self.release(done.unit.first, done.unit.end, Outcome::Done(output));
+    }
+
+    /// With a time target, sizes the next batches from what this one cost: as many items as
+    /// take about the target, at most `max_items` (and `max_bytes` of input, as always).
+    fn learn_batch_size(&mut self, len: u64, took: Duration) {
+        let Kind::Items(items) = &mut self.kind else { return };
+        let Some(target) = items.batching.target else { return };
+        let per = took / u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+        let per = match items.per_item {
+            // A moving average: a few odd units do not swing the size.
+            Some(avg) => (avg * 3 + per) / 4,
+            None => per,
+        };
+        items.per_item = Some(per);
+        let fit = target.as_nanos() / per.as_nanos().max(1);
+        let fit = u64::try_from(fit).unwrap_or(u64::MAX);
+        items.batch_items = fit.clamp(1, items.batching.max_items.max(1));
     }
 
     /// Removes the answered unit at `pos` of worker `id`'s pipeline; returns the worker's pid.
@@ -637,10 +688,33 @@ impl Engine {
     /// one started in its place at once, so the pool never runs short.
     fn retire_if_due(&mut self, id: u64) {
         let Some(max) = self.config.max_tasks_per_worker else { return };
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get(&id) else { return };
         if w.retiring || w.completed < max || !w.in_flight.is_empty() {
             return;
         }
+        self.retire(id);
+    }
+
+    /// `max_worker_memory`: a worker whose resident memory passed the limit after a unit takes
+    /// no more work; it is shut down once its pipeline is empty, and replaced at once.
+    fn recycle_if_large(&mut self, id: u64, rss: Option<u64>) {
+        let (Some(limit), Some(rss)) = (self.config.max_worker_memory, rss) else { return };
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.retiring || rss <= limit {
+            return;
+        }
+        tracing::info!(id, pid = w.pid, rss, limit, "worker passed its memory limit");
+        if w.in_flight.is_empty() {
+            self.retire(id);
+        } else {
+            // Nothing more is sent to it; it retires when its last unit is answered.
+            w.over_memory = true;
+        }
+    }
+
+    /// Shuts worker `id` down after its last unit and starts its replacement.
+    fn retire(&mut self, id: u64) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
         w.retiring = true;
         self.actions.push(Action::Shutdown { id });
         self.stats.recycled += 1;
@@ -674,7 +748,7 @@ impl Engine {
 fn batch_end(items: &Items, first: u64) -> u64 {
     let mut end = first;
     let mut bytes = 0usize;
-    while end < items.pulled && end - first < items.batching.max_items {
+    while end < items.pulled && end - first < items.batch_items.max(1) {
         let len = items.held.get(&end).map_or(0, Item::len);
         if end > first && bytes.saturating_add(len) > items.batching.max_bytes {
             break;

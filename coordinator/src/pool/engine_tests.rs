@@ -102,7 +102,10 @@ fn new_chunks_stay_within_a_window_of_what_was_consumed() {
     // (2 workers × (2 + 1) = 6 chunks).
     let mut total = sent.len();
     while let Some((id, first, end, tag)) = sent.pop() {
-        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, now);
+        e.handle(
+            Event::Done { id, tag, items: end - first, output: lines(end - first), rss: None },
+            now,
+        );
         let more = sends(&e.take_actions(), &chunks);
         total += more.len();
         sent.extend(more);
@@ -118,9 +121,9 @@ fn outputs_are_released_in_input_order() {
     let now = t0();
     let sent = sends(&bring_up(&mut e, now), &chunks);
     let (a, b) = (sent[0], sent[1]);
-    e.handle(Event::Done { id: b.0, tag: b.3, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id: b.0, tag: b.3, items: 10, output: lines(10), rss: None }, now);
     assert_eq!(releases(&e.take_actions()), vec![]);
-    e.handle(Event::Done { id: a.0, tag: a.3, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id: a.0, tag: a.3, items: 10, output: lines(10), rss: None }, now);
     assert_eq!(releases(&e.take_actions()), vec![(0, 10, true), (10, 20, true)]);
     assert!(matches!(e.take_end(), Some(Ok(()))));
 }
@@ -130,9 +133,12 @@ fn an_answer_that_does_not_fit_its_unit_ends_the_worker() {
     let (mut e, chunks) = range(10, 10, 1);
     let now = t0();
     let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
-    e.handle(Event::Done { id, tag, items: 10, output: Bytes::from_static(b"1\n") }, now);
+    e.handle(
+        Event::Done { id, tag, items: 10, output: Bytes::from_static(b"1\n"), rss: None },
+        now,
+    );
     assert_eq!(e.take_actions(), vec![Action::Kill { id }]);
-    e.handle(Event::Done { id, tag: 99, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id, tag: 99, items: 10, output: lines(10), rss: None }, now);
     assert_eq!(e.take_actions(), vec![Action::Kill { id }], "an unknown tag too");
 }
 
@@ -198,7 +204,7 @@ fn a_poison_input_stops_the_run_after_everything_before_it() {
     let now = t0();
     let sent = sends(&bring_up(&mut e, now), &chunks);
     // Input 0 is fine, input 1 kills its worker (retries 0: given up at once).
-    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 1, output: lines(1) }, now);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 1, output: lines(1), rss: None }, now);
     e.handle(Event::Exited { id: 0, exit: Exit::Signal(11), note: None }, now);
     assert_eq!(releases(&e.take_actions()), vec![(0, 1, true)]);
     match e.take_end() {
@@ -219,7 +225,7 @@ fn under_keep_going_a_poison_input_is_released_as_failed_and_the_run_goes_on() {
     let sent = sends(&bring_up(&mut e, now), &chunks);
     let failed = ChunkFailed { chunk: sent[0].3, item: Some(0), reason: "boom".into() };
     e.handle(Event::Failed { id: 0, failed }, now);
-    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 1, output: lines(1) }, now);
+    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 1, output: lines(1), rss: None }, now);
     assert_eq!(releases(&e.take_actions()), vec![(0, 1, false), (1, 2, true)]);
     assert!(matches!(e.take_end(), Some(Ok(()))));
     assert_eq!(e.stats.failed_count, 1);
@@ -236,7 +242,7 @@ fn a_unit_overrunning_the_timeout_ends_its_worker_and_the_deadline_follows_the_p
     assert_eq!(e.next_timer(), Some(now + limit));
     // The first unit answers at 900 ms: the second starts running then.
     let later = now + ms(900);
-    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, later);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10), rss: None }, later);
     e.take_actions();
     assert_eq!(e.next_timer(), Some(later + limit));
     e.handle(Event::Tick, now + limit);
@@ -286,7 +292,7 @@ fn a_recycled_worker_is_replaced_at_once_and_its_exit_is_no_restart() {
     let now = t0();
     let sent = sends(&bring_up(&mut e, now), &chunks);
     assert_eq!(sent.len(), 1, "a worker with a quota of one gets one unit");
-    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10), rss: None }, now);
     let actions = e.take_actions();
     assert!(actions.contains(&Action::Shutdown { id: 0 }));
     assert!(actions.contains(&Action::Spawn { id: 1 }));
@@ -301,11 +307,11 @@ fn a_first_interrupt_drains_the_units_in_flight_a_second_stops_at_once() {
     let now = t0();
     let sent = sends(&bring_up(&mut e, now), &chunks);
     e.handle(Event::Interrupt(crate::signal::SIGINT), now);
-    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id: 0, tag: sent[0].3, items: 10, output: lines(10), rss: None }, now);
     assert!(sends(&e.take_actions(), &chunks).is_empty(), "nothing new goes out");
     assert!(e.take_end().is_none(), "one unit is still in flight");
     assert_eq!(e.next_timer(), Some(now + INTERRUPT_GRACE));
-    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 10, output: lines(10) }, now);
+    e.handle(Event::Done { id: 0, tag: sent[1].3, items: 10, output: lines(10), rss: None }, now);
     assert!(matches!(e.take_end(), Some(Err(Stop::Interrupted(_)))));
     let (mut e, _) = range(1000, 10, 1);
     bring_up(&mut e, now);
@@ -330,7 +336,8 @@ fn records(results: &[&[u8]]) -> Bytes {
     Bytes::from(payload)
 }
 
-const BATCH: Batching = Batching { max_items: 3, max_bytes: 100, window_bytes: Some(1000) };
+const BATCH: Batching =
+    Batching { max_items: 3, max_bytes: 100, window_bytes: Some(1000), target: None };
 
 #[test]
 fn items_are_batched_by_count_and_by_bytes_and_a_large_one_goes_alone() {
@@ -345,7 +352,10 @@ fn items_are_batched_by_count_and_by_bytes_and_a_large_one_goes_alone() {
     // Answer each unit as it comes: every item in its own record.
     while let Some((id, first, end, tag)) = sent.pop() {
         let out: Vec<&[u8]> = (first..end).map(|_| &b"r"[..]).collect();
-        e.handle(Event::Done { id, tag, items: end - first, output: records(&out) }, now);
+        e.handle(
+            Event::Done { id, tag, items: end - first, output: records(&out), rss: None },
+            now,
+        );
         let next = sends(&e.take_actions(), &chunks);
         all.extend(next.iter().copied());
         sent.extend(next);
@@ -393,7 +403,7 @@ fn an_empty_result_is_a_result_and_an_items_run_ends_with_its_source() {
     e.handle(Event::SourceEnded, now);
     let chunks = Chunks::new(0, 0, 1);
     let (id, _, _, tag) = sends(&e.take_actions(), &chunks)[0];
-    e.handle(Event::Done { id, tag, items: 1, output: records(&[b""]) }, now);
+    e.handle(Event::Done { id, tag, items: 1, output: records(&[b""]), rss: None }, now);
     let released = e.take_actions();
     assert_eq!(releases(&released), vec![(0, 1, true)]);
     assert!(
@@ -412,7 +422,7 @@ fn records_that_do_not_match_the_batch_end_the_worker() {
     e.handle(Event::Items(vec![item(3), item(3)]), now);
     let chunks = Chunks::new(0, 0, 1);
     let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
-    e.handle(Event::Done { id, tag, items: 2, output: records(&[b"one only"]) }, now);
+    e.handle(Event::Done { id, tag, items: 2, output: records(&[b"one only"]), rss: None }, now);
     assert_eq!(e.take_actions(), vec![Action::Kill { id }]);
 }
 
@@ -440,7 +450,10 @@ fn a_poison_item_in_a_batch_is_cornered_and_named_by_index() {
             pending.extend(sends(&actions, &chunks));
         } else {
             let out: Vec<&[u8]> = (first..end).map(|_| &b"ok"[..]).collect();
-            e.handle(Event::Done { id, tag, items: end - first, output: records(&out) }, now);
+            e.handle(
+                Event::Done { id, tag, items: end - first, output: records(&out), rss: None },
+                now,
+            );
             let actions = e.take_actions();
             released.extend(releases(&actions));
             pending.extend(sends(&actions, &chunks));
@@ -464,7 +477,10 @@ fn a_unit_running_far_longer_than_its_siblings_is_reported_once_never_killed() {
     for _ in 0..3 {
         let (id, first, end, tag) = sent.remove(0);
         t += ms(10);
-        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, t);
+        e.handle(
+            Event::Done { id, tag, items: end - first, output: lines(end - first), rss: None },
+            t,
+        );
         e.handle(Event::Consumed(end), t);
         sent.extend(sends(&e.take_actions(), &chunks));
     }
@@ -488,9 +504,87 @@ fn a_unit_running_far_longer_than_its_siblings_is_reported_once_never_killed() {
     let mut sent = sends(&bring_up(&mut e, now), &chunks);
     for _ in 0..3 {
         let (id, first, end, tag) = sent.remove(0);
-        e.handle(Event::Done { id, tag, items: end - first, output: lines(end - first) }, now);
+        e.handle(
+            Event::Done { id, tag, items: end - first, output: lines(end - first), rss: None },
+            now,
+        );
         sent.extend(sends(&e.take_actions(), &chunks));
     }
     e.handle(Event::Tick, now + Duration::from_secs(30));
     assert!(e.take_actions().is_empty());
+}
+
+#[test]
+fn progress_within_a_batch_moves_its_deadline_so_the_timeout_is_per_item() {
+    let limit = ms(1000);
+    let cfg = PoolConfig { task_timeout: Some(limit), ..config(1) };
+    let mut e = Engine::items(BATCH, cfg, true, t0());
+    let now = t0();
+    e.handle(Event::Items(vec![item(1), item(1), item(1)]), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
+    assert_eq!(e.next_timer(), Some(now + limit));
+    // Two items of 800 ms each: without progress the batch would be killed at 1 s.
+    e.handle(Event::Progress { id, tag }, now + ms(800));
+    e.handle(Event::Progress { id, tag }, now + ms(1600));
+    e.handle(Event::Tick, now + ms(2000));
+    assert!(e.take_actions().is_empty(), "each item had less than the limit");
+    assert_eq!(e.next_timer(), Some(now + ms(1600) + limit));
+    e.handle(Event::Progress { id, tag: tag + 99 }, now + ms(2500));
+    e.handle(Event::Tick, now + ms(2600));
+    assert_eq!(
+        e.take_actions(),
+        vec![Action::Terminate { id }],
+        "another unit's progress counts not"
+    );
+}
+
+#[test]
+fn a_worker_over_its_memory_limit_finishes_its_pipeline_then_is_replaced() {
+    let chunks = Chunks::new(0, 100, 10);
+    let cfg = PoolConfig { max_worker_memory: Some(100 << 20), ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.len(), 2);
+    let done = |e: &mut Engine, (id, first, end, tag): (u64, u64, u64, u64), rss| {
+        let output = lines(end - first);
+        e.handle(Event::Done { id, tag, items: end - first, output, rss: Some(rss) }, now);
+        e.take_actions()
+    };
+    let actions = done(&mut e, sent[0], 50 << 20);
+    assert_eq!(sends(&actions, &chunks).len(), 1, "under the limit: work goes on");
+    let actions = done(&mut e, sent[1], 200 << 20);
+    assert!(sends(&actions, &chunks).is_empty(), "over the limit: nothing more is sent");
+    assert!(!actions.contains(&Action::Shutdown { id: 0 }), "one unit is still in its pipeline");
+    let third = e.workers[&0].in_flight[0];
+    let actions = done(&mut e, (0, third.unit.first, third.unit.end, third.tag), 200 << 20);
+    assert!(actions.contains(&Action::Shutdown { id: 0 }));
+    assert!(actions.contains(&Action::Spawn { id: 1 }));
+    assert_eq!(e.stats.recycled, 1);
+}
+
+#[test]
+fn batches_start_at_one_item_and_grow_to_the_time_target() {
+    let batching =
+        Batching { max_items: 1000, max_bytes: 1 << 20, window_bytes: None, target: Some(ms(5)) };
+    let mut e = Engine::items(batching, config(1), false, t0());
+    let now = t0();
+    e.handle(Event::Items((0..2000).map(|_| item(10)).collect()), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let mut pending = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(pending[0].2 - pending[0].1, 1, "the first batch is one item");
+    // Every item costs 50 us: batches settle at 5 ms / 50 us = 100 items.
+    let mut t = now;
+    let mut sizes = Vec::new();
+    for _ in 0..12 {
+        let (id, first, end, tag) = pending.remove(0);
+        t += Duration::from_micros(50) * (end - first) as u32;
+        let out: Vec<&[u8]> = (first..end).map(|_| &b""[..]).collect();
+        e.handle(Event::Done { id, tag, items: end - first, output: records(&out), rss: None }, t);
+        let more = sends(&e.take_actions(), &chunks);
+        sizes.extend(more.iter().map(|s| s.2 - s.1));
+        pending.extend(more);
+    }
+    assert_eq!(sizes.last(), Some(&100), "batches settle at the target: {sizes:?}");
 }

@@ -35,6 +35,9 @@ pub enum Work {
 pub struct Batching {
     pub max_items: u64,
     pub max_bytes: usize,
+    /// Size batches from measured cost: start with one item, then as many as take about this
+    /// long (within the limits above). `None`: always up to `max_items`.
+    pub target: Option<std::time::Duration>,
     /// The most item bytes held (pulled and not yet released); `None` leaves memory to the
     /// client (`fetch --process` bounds it with its own byte budget).
     pub window_bytes: Option<usize>,

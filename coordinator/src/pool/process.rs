@@ -90,6 +90,15 @@ pub struct SpawnSpec {
     pub command: WorkerCommand,
     pub socket: std::path::PathBuf,
     pub token_hex: String,
+    /// Read each worker's resident memory after each unit (`max_worker_memory`).
+    pub measure_memory: bool,
+}
+
+/// A process's resident memory in bytes (Linux: `/proc/PID/status`, `VmRSS`).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
 /// Starts one worker process for slot `worker_id`.

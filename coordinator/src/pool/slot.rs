@@ -46,7 +46,9 @@ pub fn start(
     let (cmd, cmds) = mpsc::unbounded_channel();
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
-        let mut slot = Slot { id, cmds, events, note: None, kill_at: None };
+        let measure_memory = spec.measure_memory;
+        let mut slot =
+            Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory };
         let exit = match process::spawn(&spec, id) {
             Ok(mut child) => {
                 let (conn_tx, conn) = oneshot::channel();
@@ -73,6 +75,9 @@ struct Slot {
     note: Option<String>,
     /// When the worker is killed if it has not exited by then.
     kill_at: Option<Instant>,
+    /// The worker's pid, to read its memory after each unit (`max_worker_memory`).
+    pid: Option<u32>,
+    measure_memory: bool,
 }
 
 impl Slot {
@@ -85,6 +90,7 @@ impl Slot {
         if let Some(pid) = child.id() {
             let _ = self.events.send(Event::Spawned { id: self.id, pid });
         }
+        self.pid = child.id().filter(|_| self.measure_memory);
         let mut conn = match self.connect(child, conn).await {
             Ok(conn) => conn,
             Err(Some(exit)) => return exit,
@@ -212,8 +218,10 @@ impl Slot {
         let id = self.id;
         let event = match codec::decode_from_worker(body).map_err(|e| e.to_string())? {
             Incoming::Done { chunk, items, payload } => {
-                Event::Done { id, tag: chunk, items, output: payload }
+                let rss = self.pid.and_then(process::resident_bytes);
+                Event::Done { id, tag: chunk, items, output: payload, rss }
             }
+            Incoming::Other(FromWorker::Progress(p)) => Event::Progress { id, tag: p.chunk },
             Incoming::Other(FromWorker::Ready) => Event::Ready { id },
             Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
             Incoming::Other(FromWorker::Fatal(fatal)) => {

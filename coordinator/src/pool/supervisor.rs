@@ -41,7 +41,12 @@ pub async fn run(
     let accept = tokio::spawn(listener::accept_loop(listener, token, register_rx, refusals_tx));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let Job { task, work, config, ordered } = job;
-    let spec = SpawnSpec { command: config.command.clone(), socket, token_hex: to_hex(&token) };
+    let spec = SpawnSpec {
+        command: config.command.clone(),
+        socket,
+        token_hex: to_hex(&token),
+        measure_memory: config.max_worker_memory.is_some(),
+    };
     let now = Instant::now();
     let (engine, input, mut source) = match work {
         Work::Range { chunks, format } => {
