@@ -40,7 +40,8 @@ pub struct Joblog {
 
 impl Joblog {
     pub fn create(path: &Path, started: Instant) -> io::Result<Joblog> {
-        Ok(Joblog { out: BufWriter::new(File::create(path)?), started, error: None })
+        let file = crate::outfile::open_plain(path)?;
+        Ok(Joblog { out: BufWriter::new(file), started, error: None })
     }
 
     pub fn record(&mut self, attempt: &Attempt<'_>) {

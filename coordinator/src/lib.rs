@@ -30,6 +30,7 @@ pub mod gather;
 pub mod joblog;
 pub mod map;
 pub mod merge;
+pub mod outfile;
 pub mod output;
 pub mod plan;
 pub mod pool;

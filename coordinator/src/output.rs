@@ -2,49 +2,16 @@
 //!
 //! A `--output` file is written under a temporary name in the same directory and renamed into
 //! place only when the whole run succeeded, so a file at that path always looks complete because
-//! it is; a failed or interrupted run removes the temporary file.
+//! it is; a failed or interrupted run removes the temporary file ([`crate::outfile`]).
 
 use crate::gather::Released;
+pub use crate::outfile::PendingFile;
 use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-
-/// A `--output` file being written: removed on drop unless committed.
-#[derive(Debug)]
-pub struct PendingFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl PendingFile {
-    /// Creates the temporary file next to `dest`.
-    pub fn create(dest: &Path) -> io::Result<(PendingFile, File)> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.powerpool-{}.tmp", std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok((PendingFile { tmp, dest: dest.to_path_buf(), committed: false }, file))
-    }
-
-    /// Moves the finished file into place.
-    pub fn commit(mut self) -> io::Result<()> {
-        std::fs::rename(&self.tmp, &self.dest)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
 
 /// Where results go.
 #[derive(Debug)]
