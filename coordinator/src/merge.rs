@@ -21,6 +21,19 @@ const BUF: usize = 256 << 10;
 
 /// Runs `merge`.
 pub fn run(args: MergeArgs) -> Result<(), Error> {
+    if let Some(out) = &args.output {
+        crate::plan::check_writable("--output", out)?;
+        if let Some(same) = args.files.iter().find(|f| {
+            let id = crate::outfile::identity(f);
+            id.is_some() && id == crate::outfile::identity(out)
+        }) {
+            return Err(Error::Usage(format!(
+                "--output '{}' is the shard '{}' being merged: write the merge elsewhere",
+                out.display(),
+                same.display()
+            )));
+        }
+    }
     let shards = check(&args.files)?;
     let from = shards[0].1.format;
     let to = match args.format {
@@ -37,8 +50,7 @@ pub fn run(args: MergeArgs) -> Result<(), Error> {
     }
     match &args.output {
         Some(path) => {
-            let cannot =
-                |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
+            let cannot = |e| crate::outfile::open_error("--output", path, e);
             let (pending, file) = PendingFile::create(path).map_err(cannot)?;
             let mut out = io::BufWriter::with_capacity(BUF, file);
             emit(&shards, from, to, &mut out)?;

@@ -17,6 +17,7 @@
 
 use crate::errors::Error;
 use crate::signal;
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,40 @@ pub fn open_error(flag: &str, path: &Path, err: io::Error) -> Error {
             Error::Interrupted { name: int.name, code: int.code }
         }
         _ => Error::Usage(format!("cannot write {flag} '{}': {err}", path.display())),
+    }
+}
+
+/// What a path names, for telling whether two paths are the same file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// An existing regular file: its device and inode (hard links and symlinks included).
+    Inode(u64, u64),
+    /// A file yet to be created: its directory, canonical, and its name.
+    Name(PathBuf, OsString),
+}
+
+/// The identity of the file a write to `path` would create or replace; `None` for what is
+/// written straight through (devices, FIFOs), which two flags may share, and for paths that
+/// cannot be resolved (the write itself then reports why).
+pub fn identity(path: &Path) -> Option<Identity> {
+    match resolve(path).ok()? {
+        Target::Regular(_, meta) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                Some(Identity::Inode(meta.dev(), meta.ino()))
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = meta;
+                None
+            }
+        }
+        Target::Missing(path) => {
+            let dir = fs::canonicalize(dir_of(&path)).ok()?;
+            Some(Identity::Name(dir, path.file_name()?.to_owned()))
+        }
+        Target::Through(_) => None,
     }
 }
 
@@ -263,5 +298,20 @@ mod tests {
         drop(pending);
         let names: Vec<_> = fs::read_dir(dir.path()).expect("lists").flatten().collect();
         assert_eq!(names.len(), 1, "the temporary file is gone");
+    }
+
+    #[test]
+    fn identities_see_through_links_and_missing_files() {
+        let dir = scratch("identity");
+        let a = dir.path().join("a");
+        fs::write(&a, b"x").expect("writes");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&a, dir.path().join("link")).expect("links");
+        #[cfg(unix)]
+        assert_eq!(identity(&a), identity(&dir.path().join("link")));
+        let new = dir.path().join("new");
+        assert_eq!(identity(&new), identity(&dir.path().join(".").join("new")));
+        assert_ne!(identity(&new), identity(&a));
+        assert_eq!(identity(Path::new("/dev/null")), None);
     }
 }

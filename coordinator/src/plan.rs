@@ -155,6 +155,11 @@ impl MapPlan {
         if let Some(joblog) = &args.joblog {
             check_writable("--joblog", joblog)?;
         }
+        check_distinct(&[
+            ("--output", args.output.as_deref()),
+            ("--report", args.report.as_deref()),
+            ("--joblog", args.joblog.as_deref()),
+        ])?;
         let format = match args.format {
             OutputFormat::Lines => Format::Lines,
             OutputFormat::Sum => Format::Sum,
@@ -306,7 +311,7 @@ fn check_output_path(path: &Path) -> Result<(), Error> {
 
 /// Refuses a path for `flag` (`--output`, `--report`, `--joblog`) that cannot be written,
 /// before any work starts.
-fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
+pub(crate) fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
     let bad =
         |why: String| Error::Usage(format!("cannot write {flag} '{}': {why}", path.display()));
     if path.as_os_str().is_empty() {
@@ -319,8 +324,37 @@ fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !dir.is_dir() {
-        return Err(bad(format!("directory '{}' does not exist", dir.display())));
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(bad(format!("'{}' is not a directory", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(bad(format!("directory '{}' does not exist", dir.display())))
+        }
+        Err(e) => Err(bad(format!("directory '{}': {e}", dir.display()))),
+    }
+}
+
+/// Refuses two flags that name the same file (`-o x --report x`): one would overwrite the
+/// other. Paths are compared by what they name: the directory, canonical, and the file name
+/// for a file yet to be created; device and inode for one that exists (links included).
+pub(crate) fn check_distinct(paths: &[(&str, Option<&Path>)]) -> Result<(), Error> {
+    let named: Vec<(&str, &Path, crate::outfile::Identity)> = paths
+        .iter()
+        .filter_map(|(flag, path)| {
+            let path = (*path)?;
+            Some((*flag, path, crate::outfile::identity(path)?))
+        })
+        .collect();
+    for (i, (flag_a, path_a, id_a)) in named.iter().enumerate() {
+        for (flag_b, path_b, id_b) in &named[i + 1..] {
+            if id_a == id_b {
+                return Err(Error::Usage(format!(
+                    "{flag_a} '{}' and {flag_b} '{}' are the same file: give each its own",
+                    path_a.display(),
+                    path_b.display()
+                )));
+            }
+        }
     }
     Ok(())
 }

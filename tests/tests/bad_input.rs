@@ -107,3 +107,29 @@ fn help_and_version_succeed() {
     assert!(listed.lines().any(|l| l.starts_with("square ")), "{listed}");
     assert!(!listed.contains("slow-square"), "test tasks stay hidden: {listed}");
 }
+
+#[test]
+fn defect_17_18_an_output_under_a_plain_file_says_it_is_not_a_directory() {
+    let dir = powerpool_tests::TempDir::new("notdir");
+    let file = dir.0.join("file");
+    std::fs::write(&file, b"x").expect("writes");
+    for flag in ["--output", "--report", "--joblog"] {
+        let out = run(powerpool(["map", "square", "--range", "0..5", flag]).arg(file.join("x")));
+        assert_usage_error(&out, flag);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is not a directory"), "{flag}: {stderr}");
+        assert!(!stderr.contains("does not exist"), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn defect_17_18_merge_into_a_directory_is_refused_before_reading_the_shards() {
+    let dir = powerpool_tests::TempDir::new("merge-dir");
+    let shard = dir.0.join("s.shard");
+    let mut cmd = powerpool(["map", "square", "--range", "0..10", "--shard", "0/1", "-o"]);
+    assert!(run(cmd.arg(&shard)).status.success());
+    let out = run(powerpool(["merge"]).arg(&shard).arg("-o").arg(&dir.0));
+    assert_usage_error(&out, "merge -o DIR");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--output") && stderr.contains("is a directory"), "{stderr}");
+}

@@ -139,6 +139,51 @@ fn defect_17_2_a_stale_temporary_file_from_a_repeated_pid_does_not_block_a_rerun
 }
 
 #[test]
+fn defect_17_3_two_flags_naming_one_file_are_refused() {
+    let dir = TempDir::new("same");
+    let x = dir.0.join("x");
+    let x_str = x.to_string_lossy().into_owned();
+    let dotted = dir.0.join(".").join("x").to_string_lossy().into_owned();
+    let base = ["map", "square", "--range", "0..5"];
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-o", &x_str, "--report", &x_str],
+        vec!["-o", &x_str, "--joblog", &dotted],
+        vec!["--report", &x_str, "--joblog", &x_str],
+    ];
+    for case in &cases {
+        let out = run(powerpool(base).args(case));
+        assert_usage_error(&out, &case.join(" "));
+        assert!(!x.exists(), "{case:?} wrote something");
+    }
+    // Links to one existing file are the same file too.
+    std::fs::write(&x, b"keep").expect("writes");
+    std::fs::hard_link(&x, dir.0.join("hard")).expect("links");
+    std::os::unix::fs::symlink(&x, dir.0.join("soft")).expect("links");
+    let out = run(powerpool(base).arg("-o").arg(dir.0.join("hard")).arg("--report").arg(&x));
+    assert_usage_error(&out, "hard link");
+    let out = run(powerpool(base).arg("-o").arg(dir.0.join("soft")).arg("--joblog").arg(&x));
+    assert_usage_error(&out, "symlink");
+    assert_eq!(std::fs::read(&x).expect("there"), b"keep");
+}
+
+#[test]
+fn defect_17_3_merge_into_one_of_its_own_shards_is_refused() {
+    let dir = TempDir::new("same-merge");
+    let shard = |k: u32| {
+        let path = dir.0.join(format!("s{k}.bin"));
+        let mut cmd = powerpool(["map", "square", "--range", "0..10", "--shard"]);
+        cmd.arg(format!("{k}/2")).arg("-o").arg(&path);
+        assert!(run(&mut cmd).status.success());
+        path
+    };
+    let (s0, s1) = (shard(0), shard(1));
+    let before = std::fs::read(&s0).expect("there");
+    let out = run(powerpool(["merge"]).arg(&s0).arg(&s1).arg("-o").arg(&s0));
+    assert_usage_error(&out, "merge s0 s1 -o s0");
+    assert_eq!(std::fs::read(&s0).expect("there"), before, "the input shard is intact");
+}
+
+#[test]
 fn defect_17_5_output_keeps_the_mode_of_the_file_it_replaces() {
     let dir = TempDir::new("mode");
     let private = dir.0.join("private.txt");
