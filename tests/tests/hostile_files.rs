@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL")
@@ -183,6 +183,46 @@ fn defect_17_3_merge_into_one_of_its_own_shards_is_refused() {
     assert_eq!(std::fs::read(&s0).expect("there"), before, "the input shard is intact");
 }
 
+/// A `lines` shard of `0..3` in 1 shard whose payload is `payload`, with a valid checksum.
+fn forged_lines_shard(path: &Path, payload: &[u8]) {
+    use powerpool::shard::{Header, Shard};
+    let header = Header {
+        format: powerpool_shared::Format::Lines,
+        range: (0, 3),
+        shard: Shard { index: 0, count: 1 },
+        items: 3,
+        payload_len: payload.len() as u64,
+        checksum: xxhash_rust::xxh3::xxh3_64(payload),
+        task: "square".into(),
+    };
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(payload);
+    std::fs::write(path, bytes).expect("writes");
+}
+
+#[test]
+fn defect_17_4_merge_checks_every_lines_payload_before_writing_anything() {
+    let dir = TempDir::new("forged");
+    let good = dir.0.join("good.shard");
+    forged_lines_shard(&good, b"0\n1\n4\n");
+    let out = run(powerpool(["merge"]).arg(&good).args(["--format", "bin"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, payload) in [
+        ("five lines for three inputs", &b"0\n1\n4\n9\n16\n"[..]),
+        ("a line that is not a number", b"0\nhello\n4\n"),
+        ("no final newline", b"0\n1\n4"),
+        ("a padded number", b"0\n01\n4\n"),
+        ("two lines for three inputs", b"0\n1\n\n"),
+    ] {
+        let path = dir.0.join("bad.shard");
+        forged_lines_shard(&path, payload);
+        for format in ["lines", "bin", "sum"] {
+            let out = run(powerpool(["merge"]).arg(&path).args(["--format", format]));
+            assert_usage_error(&out, &format!("{name} (--format {format})"));
+        }
+    }
+}
+
 #[test]
 fn defect_17_5_output_keeps_the_mode_of_the_file_it_replaces() {
     let dir = TempDir::new("mode");
@@ -239,6 +279,21 @@ fn defect_17_6_output_is_fsynced_before_the_rename_and_its_directory_after() {
     assert!(calls[..rename].iter().any(|l| l.contains("sync(")), "no fsync before: {text}");
     assert!(calls[rename + 1..].iter().any(|l| l.contains("sync(")), "no fsync after: {text}");
     assert_eq!(std::fs::read(&out_path).expect("written"), squares_lines(0, 1000));
+}
+
+#[test]
+fn defect_17_9_merge_refuses_a_fifo_and_a_directory() {
+    let dir = TempDir::new("merge-fifo");
+    let fifo = dir.0.join("shard");
+    mkfifo(&fifo);
+    let started = Instant::now();
+    let out = run_with_timeout(powerpool(["merge"]).arg(&fifo), Duration::from_secs(10));
+    assert_usage_error(&out, "merge FIFO");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let out = run(powerpool(["merge"]).arg(&dir.0));
+    assert_usage_error(&out, "merge DIR");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is a directory"), "{stderr}");
 }
 
 #[test]
