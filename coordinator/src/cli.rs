@@ -35,8 +35,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout: `powerpool man > powerpool.1`.
-    Man,
+    /// Print a man page (roff) to stdout: `powerpool man > powerpool.1`, `powerpool man map >
+    /// powerpool-map.1`; or write every page into a directory with --dir.
+    Man {
+        /// The subcommand whose page to print (map, fetch, merge, tasks, completions, man)
+        /// [default: the top-level page].
+        #[arg(value_name = "SUBCOMMAND")]
+        page: Option<String>,
+        /// Write every page (powerpool.1, powerpool-map.1, ...) into DIR instead, and list them.
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<PathBuf>,
+    },
     /// Run as a worker process (started by powerpool itself).
     #[command(hide = true)]
     Worker,

@@ -28,6 +28,7 @@ pub mod exit_codes;
 pub mod fetch;
 pub mod gather;
 pub mod joblog;
+pub mod man;
 pub mod map;
 pub mod merge;
 pub mod outfile;
@@ -85,11 +86,11 @@ fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Tasks => {
-            println!("{:<12} {:<6} ABOUT", "TASK", "INPUT");
+            let mut text = format!("{:<12} {:<6} ABOUT\n", "TASK", "INPUT");
             for task in powerpool_shared::task::public() {
-                println!("{:<12} {:<6} {}", task.name, task.kind.name(), task.about);
+                text += &format!("{:<12} {:<6} {}\n", task.name, task.kind.name(), task.about);
             }
-            Ok(())
+            output::write_stdout(text.as_bytes())
         }
         Command::Map(args) => {
             let mut plan = plan::MapPlan::from_args(args)?;
@@ -122,13 +123,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Merge(args) => merge::run(args),
         Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error.
+            let mut script = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "powerpool", &mut std::io::stdout());
-            Ok(())
+            clap_complete::generate(shell, &mut cmd, "powerpool", &mut script);
+            output::write_stdout(&script)
         }
-        Command::Man => {
-            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            man.render(&mut std::io::stdout()).map_err(Error::Output)
+        Command::Man { page, dir: None } => output::write_stdout(&man::render(page.as_deref())?),
+        Command::Man { dir: Some(dir), .. } => {
+            let names = man::write_all(&dir)?;
+            output::write_stdout(format!("{}\n", names.join("\n")).as_bytes())
         }
         Command::Worker => unreachable!("handled before logging starts"),
     }
@@ -165,11 +169,17 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
+            let printed = err.print();
             if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 return ExitCode::from(exit_codes::USAGE);
             }
-            ExitCode::SUCCESS
+            match printed {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("powerpool: error: {}", Error::Output(e));
+                    ExitCode::from(exit_codes::FAILURE)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         _ => {
             let text = err.render().to_string();

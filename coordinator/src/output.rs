@@ -13,6 +13,14 @@ use std::io::{self, BufWriter, Write};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// Writes `bytes` to stdout and flushes: what the commands that print one text use (`tasks`,
+/// `completions`, `man`), so a full disk is an error line and a closed pipe a quiet success,
+/// never the panic of `println!`.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), crate::errors::Error> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(crate::errors::Error::Output)
+}
+
 /// Where results go.
 #[derive(Debug)]
 pub enum Sink {
