@@ -117,3 +117,31 @@ fn defect_17_18_man_makes_a_page_for_every_subcommand() {
     assert!(top.contains("powerpool\\-map(1)"), "{top:.400}");
     assert_usage_error(&run(&mut powerpool(["man", "frobnicate"])), "man of no command");
 }
+
+#[test]
+fn defect_17_18_the_progress_bar_starts_without_an_eta_and_rounds_its_rate() {
+    let command = format!(
+        "POWERPOOL_TEST_TASKS=1 {} map slow-square --range 0..2000 --workers 2 --chunk-size 20 \
+         > /dev/null",
+        bin("powerpool").display()
+    );
+    let out = run(Command::new("script").args(["-qefc", &command, "/dev/null"]));
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        eprintln!("SKIPPED defect_17_18 (progress): util-linux script cannot run here: {why}");
+        return;
+    }
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let frames: Vec<&str> = screen.split('\r').filter(|f| f.contains(" items ")).collect();
+    assert!(!frames.is_empty(), "no progress bar: {screen:?}");
+    assert!(!frames[0].contains("ETA 0s"), "an ETA before any result: {:?}", frames[0]);
+    for frame in &frames {
+        for (at, _) in frame.match_indices("/s") {
+            let before = &frame.as_bytes()[at.saturating_sub(5)..at];
+            let four_decimals = before.len() == 5
+                && before[0] == b'.'
+                && before[1..].iter().all(u8::is_ascii_digit);
+            assert!(!four_decimals, "a rate with four decimals: {frame:?}");
+        }
+    }
+}
