@@ -73,9 +73,10 @@ pub struct MapArgs {
     /// GET this URL concurrently with the map and report it on stderr (repeatable).
     #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub fetch: Vec<url::Url>,
-    /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds) [default: 30s].
+    /// Only with --fetch: the limit on a chunk is --task-timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// Worker executable to launch instead of this program's own worker mode.
     #[arg(long, value_name = "PATH")]
     pub worker_cmd: Option<PathBuf>,
@@ -167,6 +168,9 @@ pub struct FetchArgs {
     pub worker_cmd: Option<PathBuf>,
 }
 
+/// The default `--timeout` of each fetch: 30 s.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default `--max-body`: 100 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 100 << 20;
 
@@ -233,6 +237,7 @@ fn parse_i64(what: &str, text: &str) -> Result<i64, String> {
     let well_formed = !digits.is_empty()
         && !digits.starts_with('_')
         && !digits.ends_with('_')
+        && !digits.contains("__")
         && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     if !well_formed {
         return Err(format!("{what} '{text}' is not an integer"));
@@ -359,6 +364,8 @@ mod tests {
             "-..1",
             "_1..2",
             "1e3..2",
+            "1__0..15",
+            "0..1__5",
         ] {
             assert!(parse_range(bad).is_err(), "{bad} should be refused");
         }

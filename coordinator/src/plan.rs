@@ -134,13 +134,25 @@ pub fn worker_for(
         None => {
             let known: Vec<&str> =
                 task::public().filter(|t| t.kind == kind).map(|t| t.name).collect();
+            let hint =
+                did_you_mean(task).map(|t| format!("did you mean '{t}'? ")).unwrap_or_default();
             Err(Error::Usage(format!(
-                "unknown task '{task}' (built-in {} tasks: {}; see `powerpool tasks`)",
+                "unknown task '{task}' ({hint}built-in {} tasks: {}; see `powerpool tasks`)",
                 kind.name(),
                 known.join(", ")
             )))
         }
     }
+}
+
+/// The built-in task whose name is closest to `typed`, if one is close (clap's measure and
+/// threshold for misspelt flags: Jaro similarity above 0.7).
+pub fn did_you_mean(typed: &str) -> Option<&'static str> {
+    task::public()
+        .map(|t| (strsim::jaro(typed, t.name), t.name))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 impl MapPlan {
@@ -203,10 +215,17 @@ impl MapPlan {
             task: args.task.clone(),
         });
         let workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
+        if args.timeout.is_some() && args.fetch.is_empty() {
+            return Err(Error::Usage(
+                "--timeout limits each --fetch, and none is given (the limit on a chunk is \
+                 --task-timeout)"
+                    .to_owned(),
+            ));
+        }
         let fetch = (!args.fetch.is_empty()).then_some(FetchPlan {
             urls: args.fetch,
             concurrency: 100,
-            timeout: args.timeout,
+            timeout: args.timeout.unwrap_or(crate::cli::DEFAULT_FETCH_TIMEOUT),
             max_body: crate::cli::DEFAULT_MAX_BODY,
             report: None,
             progress: false,

@@ -133,3 +133,36 @@ fn defect_17_18_merge_into_a_directory_is_refused_before_reading_the_shards() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--output") && stderr.contains("is a directory"), "{stderr}");
 }
+
+#[test]
+fn defect_17_18_a_doubled_underscore_is_not_a_number() {
+    for range in ["1__0..15", "0..1__5", "-1__0..0"] {
+        let out = run(&mut powerpool(["map", "square", "--range", range]));
+        assert_usage_error(&out, range);
+    }
+    let out = run(&mut powerpool(["map", "square", "--range", "1_0..1_2"]));
+    assert_eq!(out.stdout, b"100\n121\n", "single underscores still separate digits");
+}
+
+#[test]
+fn defect_17_18_map_timeout_without_fetch_is_refused_and_points_to_task_timeout() {
+    let out = run(&mut powerpool(["map", "square", "--range", "0..5", "--timeout", "5s"]));
+    assert_usage_error(&out, "--timeout without --fetch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fetch") && stderr.contains("--task-timeout"), "{stderr}");
+}
+
+#[test]
+fn defect_17_18_a_misspelt_task_gets_a_suggestion() {
+    for (typed, meant) in [("squar", "square"), ("colatz", "collatz"), ("sqaure", "square")] {
+        let out = run(&mut powerpool(["map", typed, "--range", "0..5"]));
+        assert_usage_error(&out, typed);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("did you mean '{meant}'?")), "{stderr}");
+    }
+    let out = run(&mut powerpool(["fetch", "--process", "sha265", "http://127.0.0.1:1/"]));
+    assert_usage_error(&out, "sha265");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean 'sha256'?"));
+    let out = run(&mut powerpool(["map", "frobnicate", "--range", "0..5"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("did you mean"), "nothing close");
+}
