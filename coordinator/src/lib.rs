@@ -28,6 +28,7 @@ pub mod exit_codes;
 pub mod fetch;
 pub mod gather;
 pub mod joblog;
+pub mod limits;
 pub mod man;
 pub mod map;
 pub mod merge;
@@ -95,6 +96,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Map(args) => {
             let mut plan = plan::MapPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
+            let files = limits::raise_nofile();
+            let connections = plan.fetch.as_ref().map_or(0, |f| f.concurrency);
+            plan.workers = limits::fit_workers(plan.workers, connections, files);
+            // The runtime's threads and the output thread; a worker is one process each.
+            limits::check_processes(runtime_threads() + 1, plan.workers)?;
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let mut interrupts = signal::listen().map_err(Error::Runtime)?;
@@ -108,6 +114,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Fetch(args) => {
             let mut plan = plan::FetchPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
+            let files = limits::raise_nofile();
+            let workers = plan.process.as_ref().map_or(0, |p| p.workers);
+            plan.concurrency = limits::fit_concurrency(plan.concurrency, workers, files);
+            // The runtime's threads and one for name lookups (tokio's blocking pool).
+            limits::check_processes(runtime_threads() + 1, workers)?;
             let rt = runtime()?;
             let result = rt.block_on(async {
                 match plan.process.clone() {
@@ -152,10 +163,14 @@ fn keep_freed_memory() {
     }
 }
 
+/// The runtime's worker threads: 2 to 4, by the cores available.
+fn runtime_threads() -> usize {
+    plan::default_workers().clamp(2, 4)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    let threads = plan::default_workers().clamp(2, 4);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(runtime_threads())
         .enable_all()
         .build()
         .map_err(Error::Runtime)

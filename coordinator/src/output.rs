@@ -1,4 +1,5 @@
-//! Where results go: stdout or a file, written by one blocking task in input order.
+//! Where results go: stdout or a file, written by one thread of its own in input order (a
+//! plain thread: its start fails with an error, where tokio's `spawn_blocking` panics).
 //!
 //! A `--output` file is written under a temporary name in the same directory and renamed into
 //! place only when the whole run succeeded, so a file at that path always looks complete because
@@ -10,8 +11,7 @@ use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Writes `bytes` to stdout and flushes: what the commands that print one text use (`tasks`,
 /// `completions`, `man`), so a full disk is an error line and a closed pipe a quiet success,
@@ -47,7 +47,8 @@ pub struct Writer {
     tx: mpsc::UnboundedSender<Option<Released>>,
     /// Every offset of the range below this one has been written.
     pub written: watch::Receiver<u64>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    /// The writer thread's result, or why it could not start.
+    task: Option<Result<oneshot::Receiver<io::Result<()>>, io::Error>>,
 }
 
 /// The consuming end of [`Writer::channel`]: outputs in release order, `None` once the run is
@@ -64,8 +65,22 @@ impl Writer {
     pub fn start(sink: Sink, format: Format) -> Writer {
         let (mut writer, feed) = Writer::channel();
         let Feed { rx, written } = feed;
-        writer.task =
-            Some(tokio::task::spawn_blocking(move || write_all(sink, format, rx, written)));
+        let (done, result) = oneshot::channel();
+        let started =
+            std::thread::Builder::new().name("powerpool-output".into()).spawn(move || {
+                let _ = done.send(write_all(sink, format, rx, written));
+            });
+        // Without the thread the feed is dropped, so the run stops at once as on a write error.
+        writer.task = Some(match started {
+            Ok(_) => Ok(result),
+            Err(err) => Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "cannot start the output thread: {}",
+                    crate::limits::explain_spawn_error(err)
+                ),
+            )),
+        });
         writer
     }
 
@@ -92,7 +107,10 @@ impl Writer {
         }
         drop(self.tx);
         match self.task {
-            Some(task) => task.await.map_err(io::Error::other)?,
+            Some(Ok(result)) => result.await.unwrap_or_else(|_| {
+                Err(io::Error::other("the output thread ended without a word"))
+            }),
+            Some(Err(err)) => Err(err),
             None => Ok(()),
         }
     }
