@@ -57,6 +57,28 @@ pub fn arm_parent_death_signal() {
     }
 }
 
+/// Puts back the soft open-file limit the coordinator started with ([`env::NOFILE_SOFT`]),
+/// which it raised for itself: a worker, and anything it starts, gets the limit the user set.
+/// Called first thing, while the process has one thread (it also removes the variable).
+pub fn restore_nofile_limit() {
+    let Some(text) = std::env::var_os(env::NOFILE_SOFT) else { return };
+    std::env::remove_var(env::NOFILE_SOFT);
+    #[cfg(unix)]
+    {
+        let Some(soft) = text.to_str().and_then(|t| t.parse::<u64>().ok()) else { return };
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit read or write only the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && (soft as libc::rlim_t) < limit.rlim_cur
+            {
+                limit.rlim_cur = soft as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 /// Whether our parent process is `pid`.
 pub fn parent_is(pid: u32) -> bool {
     #[cfg(unix)]
