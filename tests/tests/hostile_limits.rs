@@ -26,6 +26,14 @@ fn with_limit(cmd: &mut Command, resource: libc::__rlimit_resource_t, soft: u64,
     }
 }
 
+/// The soft and hard "Max open files" of `pid`, from /proc/PID/limits.
+fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line.split_whitespace().skip(3).map(|n| n.parse::<u64>().ok());
+    Some((numbers.next()??, numbers.next()??))
+}
+
 fn one_line_naming(out: &Output, words: &[&str], what: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
@@ -99,4 +107,28 @@ fn defect_17_14_many_connections_under_a_low_file_limit_are_capped_with_one_warn
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().filter(|l| l.starts_with("200 10 ")).count(), 3000, "{stderr}");
     one_line_naming(&out, &["open-file limit is 256", "3000 requests"], "fetch");
+}
+
+#[test]
+fn defect_17_14_the_soft_file_limit_is_raised_for_the_coordinator_and_restored_for_workers() {
+    let mut cmd = powerpool(["map", "slow-square", "--range", "0..100000", "--workers", "2"]);
+    cmd.args(["--chunk-size", "10"]);
+    cmd.env("POWERPOOL_TEST_TASKS", "1");
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 128, 4096);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let workers = wait_for_workers(child.id(), 2);
+    let coordinator = open_files_limit(child.id());
+    let mut seen = Vec::new();
+    let restored = wait_for(Duration::from_secs(10), || {
+        seen = workers.iter().map(|&w| open_files_limit(w)).collect();
+        seen.iter().all(|l| *l == Some((128, 4096)))
+    });
+    kill(child.id(), libc::SIGTERM);
+    assert!(wait_timeout(&mut child, Duration::from_secs(20)).is_some(), "stops on SIGTERM");
+    assert_eq!(coordinator, Some((4096, 4096)), "the coordinator raised its soft limit");
+    assert!(restored, "the workers run with the user's soft limit: {seen:?}");
 }

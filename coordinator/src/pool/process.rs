@@ -107,11 +107,15 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
         .stdout(stderr_handle())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // The coordinator raised its open-file limit; the worker puts the user's back.
+    if let Some(soft) = crate::limits::original_nofile() {
+        cmd.env(env::NOFILE_SOFT, soft.to_string());
+    }
     #[cfg(unix)]
     {
         cmd.process_group(0);
     }
-    cmd.spawn()
+    cmd.spawn().map_err(crate::limits::explain_spawn_error)
 }
 
 fn stderr_handle() -> Stdio {
