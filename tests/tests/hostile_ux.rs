@@ -145,3 +145,19 @@ fn defect_17_18_the_progress_bar_starts_without_an_eta_and_rounds_its_rate() {
         }
     }
 }
+
+#[test]
+fn defect_17_18_a_worker_that_cannot_be_started_is_named_without_a_pid() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("nostart");
+    let garbage = dir.0.join("not-a-program");
+    std::fs::write(&garbage, b"\0\x01garbage").expect("writes");
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = run(powerpool(["map", "square", "--range", "0..5", "--worker-cmd"]).arg(&garbage));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("cannot start a worker ("), "{stderr}");
+    assert!(last.contains("Exec format error"), "{stderr}");
+    assert!(!stderr.contains("pid ?") && !stderr.contains("never started"), "{stderr}");
+}

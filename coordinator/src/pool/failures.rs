@@ -69,7 +69,11 @@ impl Supervisor<'_> {
         }
         // A worker that never answered anything and had nothing to blame did not really start.
         if !w.ready || (w.completed == 0 && w.in_flight.is_empty()) {
-            self.start_failure(&pid, &how)?;
+            let what = match (&exit, w.pid) {
+                (Exit::NotStarted(_), _) | (_, None) => how.clone(),
+                (_, Some(pid)) => format!("worker pid {pid} failed to start: {how}"),
+            };
+            self.start_failure(&what)?;
         } else {
             tracing::warn!("worker pid {pid} {how}");
             self.deaths_in_a_row += 1;
@@ -94,13 +98,14 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn start_failure(&mut self, pid: &str, how: &str) -> Result<(), Stop> {
+    /// A worker that never started, or died before it was of any use; `what` says which and why.
+    fn start_failure(&mut self, what: &str) -> Result<(), Stop> {
         self.start_failures += 1;
-        tracing::warn!("worker pid {pid} failed to start: {how}");
+        tracing::warn!("{what}");
         if self.start_failures >= MAX_START_FAILURES {
             let last = match &self.last_refusal {
-                Some(why) => format!("worker pid {pid} {how}; its connection was refused: {why}"),
-                None => format!("worker pid {pid} {how}"),
+                Some(why) => format!("{what}; its connection was refused: {why}"),
+                None => what.to_owned(),
             };
             return Err(Stop::Fatal(Error::WorkersWontStart {
                 attempts: self.start_failures,

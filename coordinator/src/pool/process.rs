@@ -30,6 +30,8 @@ pub enum Exit {
     Signal(i32),
     /// Could not be waited for.
     Unknown(String),
+    /// Was never started: why the spawn failed.
+    NotStarted(String),
 }
 
 impl Exit {
@@ -54,6 +56,7 @@ impl fmt::Display for Exit {
             Exit::Code(code) => write!(f, "exited with status {code}"),
             Exit::Signal(sig) => write!(f, "killed by {}", signal_name(*sig)),
             Exit::Unknown(why) => write!(f, "ended in an unknown way ({why})"),
+            Exit::NotStarted(why) => f.write_str(why),
         }
     }
 }

@@ -99,8 +99,7 @@ pub fn start(
             Ok(child) => run(id, child, welcome, limits, cmds, &events, &mut ended).await,
             Err(err) => {
                 let program = spec.command.program.display();
-                ended.note = Some(format!("cannot start {program}: {err}"));
-                Exit::Unknown("never started".into())
+                Exit::NotStarted(format!("cannot start a worker ({program}): {err}"))
             }
         };
         let Ended { note, timed_out } = ended;
