@@ -45,6 +45,9 @@ fn worker_for(
     format: Format,
     dir: &TempDir,
 ) -> (UnixStream, Child, Option<FromWorker>) {
+    // Private, as the coordinator makes it: a worker refuses any other socket directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let path = dir.0.join("pool.sock");
     let listener = UnixListener::bind(&path).expect("binds");
     let token = [7u8; TOKEN_LEN];

@@ -1,0 +1,108 @@
+//! Issue 17, the trust boundary from the worker's side and the socket directory's: a worker
+//! gives its token only to the coordinator that started it, in a directory of its own; the
+//! coordinator refuses a temp dir another user could swap its directory in, says which path is
+//! wrong when the temp dir is missing or too long, and bounds what connections that have not
+//! authenticated may cost. Each test is named after its defect.
+
+use powerpool_shared::env::{self, to_hex};
+use powerpool_shared::TOKEN_LEN;
+use powerpool_tests::*;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Starts `program` as a worker pointed at `socket`, with `coordinator` as the pid it trusts.
+fn worker_env(cmd: &mut Command, socket: &Path, coordinator: &str) {
+    cmd.env(env::SOCKET, socket)
+        .env(env::TOKEN, to_hex(&[7u8; TOKEN_LEN]))
+        .env(env::WORKER_ID, "0")
+        .env(env::COORDINATOR_PID, coordinator)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+}
+
+/// Waits for the worker to exit; returns its status code and stderr.
+fn finish(mut child: std::process::Child) -> (Option<i32>, String) {
+    let mut err = child.stderr.take().expect("piped");
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the worker did not exit");
+    });
+    let mut text = String::new();
+    let _ = err.read_to_string(&mut text);
+    (status.code(), text)
+}
+
+/// What the worker sent on `conn` before closing it (nothing, if it refused us).
+fn sent(mut conn: UnixStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut bytes = Vec::new();
+    let _ = conn.read_to_end(&mut bytes);
+    bytes
+}
+
+#[test]
+fn defect_17_15_a_worker_refuses_a_socket_directory_that_is_not_private() {
+    for mode in [0o755, 0o711, 0o770] {
+        let dir = TempDir::new("notprivate");
+        chmod(&dir.0, mode);
+        let socket = dir.0.join("pool.sock");
+        let listener = UnixListener::bind(&socket).expect("binds");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut cmd = Command::new(bin("powerpool-worker"));
+        worker_env(&mut cmd, &socket, &std::process::id().to_string());
+        let (code, stderr) = finish(cmd.spawn().expect("spawns"));
+        assert_eq!(code, Some(3), "mode {mode:o}: {stderr}");
+        assert!(stderr.contains("refusing to connect") && stderr.contains("mode"), "{stderr}");
+        assert!(listener.accept().is_err(), "mode {mode:o}: the worker connected anyway");
+    }
+}
+
+#[test]
+fn defect_17_15_a_worker_refuses_a_socket_directory_of_another_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED defect_17_15 (owner): needs root to give a directory to another uid");
+        return;
+    }
+    let dir = TempDir::new("theirs");
+    chmod(&dir.0, 0o700);
+    let socket = dir.0.join("pool.sock");
+    let listener = UnixListener::bind(&socket).expect("binds");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::os::unix::fs::chown(&dir.0, Some(65534), Some(65534)).expect("chown");
+    let mut cmd = Command::new(bin("powerpool-worker"));
+    worker_env(&mut cmd, &socket, &std::process::id().to_string());
+    let (code, stderr) = finish(cmd.spawn().expect("spawns"));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert!(listener.accept().is_err(), "the worker connected anyway");
+}
+
+#[test]
+fn defect_17_15_a_worker_says_nothing_to_a_socket_held_by_another_process() {
+    let dir = TempDir::new("impostor");
+    chmod(&dir.0, 0o700);
+    let socket = dir.0.join("pool.sock");
+    // This test process listens; the worker trusts its parent, a shell, whose pid it is given.
+    let listener = UnixListener::bind(&socket).expect("binds");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("export {}=$$; \"$0\"; exit $?", env::COORDINATOR_PID))
+        .arg(bin("powerpool-worker"));
+    worker_env(&mut cmd, &socket, "0");
+    let child = cmd.spawn().expect("spawns");
+    let (conn, _) = listener.accept().expect("the worker connects");
+    let bytes = sent(conn);
+    let (code, stderr) = finish(child);
+    assert!(bytes.is_empty(), "the worker sent {} bytes (its hello and token)", bytes.len());
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("not the coordinator's"), "{stderr}");
+}
