@@ -106,3 +106,51 @@ fn defect_17_15_a_worker_says_nothing_to_a_socket_held_by_another_process() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("not the coordinator's"), "{stderr}");
 }
+
+#[test]
+fn defect_17_15_a_temp_dir_writable_by_all_without_the_sticky_bit_is_named_and_ours_stays_private()
+{
+    let dir = TempDir::new("open-tmp");
+    chmod(&dir.0, 0o777);
+    let child = powerpool(["map", "slow-square", "--range", "0..2000", "--chunk-size", "10"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("TMPDIR", &dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    wait_for(Duration::from_secs(10), || !dir.entries().is_empty());
+    let made = dir.entries().first().map(|name| dir.0.join(name)).expect("a socket directory");
+    let mode = std::fs::metadata(&made).expect("there").permissions().mode();
+    let out = wait_output(child, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 2000));
+    assert_eq!(mode & 0o7777, 0o700, "{}", made.display());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*dir.0.to_string_lossy()) && stderr.contains("sticky"), "{stderr}");
+    // With the sticky bit, as /tmp has it, not a word.
+    chmod(&dir.0, 0o1777);
+    let out = run(powerpool(["map", "square", "--range", "0..10"]).env("TMPDIR", &dir.0));
+    assert!(out.status.success() && out.stderr.is_empty());
+}
+
+#[test]
+fn defect_17_18_a_missing_or_too_long_temp_dir_is_named_with_the_reason() {
+    let missing = std::env::temp_dir().join("pp-test-no-such-dir/below");
+    let out = run(powerpool(["map", "square", "--range", "0..10"]).env("TMPDIR", &missing));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("TMPDIR") && stderr.contains("does not exist"), "{stderr}");
+    let long = TempDir::new("long");
+    let deep = long.0.join("d".repeat(100));
+    std::fs::create_dir_all(&deep).expect("creates");
+    let out = run(powerpool(["map", "square", "--range", "0..10"]).env("TMPDIR", &deep));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*deep.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("shorter directory") && stderr.contains("107"), "{stderr}");
+}

@@ -13,30 +13,116 @@ use tokio::sync::mpsc;
 /// How long a new connection may take to say `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The socket's name in its directory.
+const SOCKET_NAME: &str = "pool.sock";
+
 /// A fresh directory, mode 0700, holding the run's socket; removed with everything in it on drop.
 #[derive(Debug)]
 pub struct SocketDir {
     dir: PathBuf,
 }
 
+/// The longest path a Unix socket may have (`sun_path` less its terminating NUL).
+#[cfg(target_os = "linux")]
+const MAX_SOCKET_PATH: usize = 107;
+#[cfg(not(target_os = "linux"))]
+const MAX_SOCKET_PATH: usize = 103;
+
 impl SocketDir {
     /// Creates `powerpool-<pid>-<random>` under `$XDG_RUNTIME_DIR` when set, else the temp dir.
+    /// Refuses a base directory that is missing or so long that the socket's path would not fit,
+    /// warns about one writable by all without the sticky bit, and checks that the directory
+    /// made is ours, mode 0700, and not a link. Each message names the path and the variable it
+    /// came from.
     pub fn create() -> io::Result<SocketDir> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+        let (base, from) = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+            Some(dir) if dir.is_dir() => (dir, "XDG_RUNTIME_DIR"),
+            _ if std::env::var_os("TMPDIR").is_some() => (std::env::temp_dir(), "TMPDIR"),
+            _ => (std::env::temp_dir(), "the temp dir"),
+        };
+        let named = |why: String| format!("'{}' ({from}) {why}", base.display());
+        let meta = std::fs::metadata(&base).map_err(|e| {
+            let why = match e.kind() {
+                io::ErrorKind::NotFound => "does not exist".to_owned(),
+                _ => format!("cannot be used: {e}"),
+            };
+            io::Error::new(e.kind(), named(why))
+        })?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                named("is not a directory".into()),
+            ));
+        }
+        // Such a directory (a Kubernetes emptyDir is one) lets another user remove or swap ours.
+        // Workers refuse an impostor's directory or socket, so the token stays safe and the
+        // worst is a failed run: a warning, not a refusal, which would rule such pods out.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode();
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                tracing::warn!(
+                    "{}",
+                    named(format!(
+                        "is writable by every user and has no sticky bit (mode {:o}): another \
+                         user could remove or replace the socket directory; prefer a private one",
+                        mode & 0o7777
+                    ))
+                );
+            }
+        }
         let mut random = [0u8; 8];
         getrandom::fill(&mut random)?;
         let dir = base.join(format!("powerpool-{}-{}", std::process::id(), to_hex(&random)));
+        let socket = dir.join(SOCKET_NAME);
+        let length = socket.as_os_str().len();
+        if length > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the socket path '{}' would be {length} bytes, more than the {MAX_SOCKET_PATH} \
+                     a Unix socket may have: set {from} to a shorter directory",
+                    socket.display()
+                ),
+            ));
+        }
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
-        builder.create(&dir)?;
-        Ok(SocketDir { dir })
+        builder.create(&dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create '{}': {e}", dir.display()))
+        })?;
+        let made = SocketDir { dir };
+        made.check_private()?;
+        Ok(made)
+    }
+
+    /// Checks that the directory is a directory (not a link), ours, and mode 0700.
+    pub fn check_private(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::symlink_metadata(&self.dir)?;
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o7777 != 0o700 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the socket directory '{}' is not a private directory of ours (uid {}, \
+                         mode {:o}; expected uid {me}, mode 700)",
+                        self.dir.display(),
+                        meta.uid(),
+                        meta.mode() & 0o7777
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -44,7 +130,7 @@ impl SocketDir {
     }
 
     pub fn socket_path(&self) -> PathBuf {
-        self.path().join("pool.sock")
+        self.path().join(SOCKET_NAME)
     }
 }
 
