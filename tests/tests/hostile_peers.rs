@@ -154,3 +154,76 @@ fn defect_17_18_a_missing_or_too_long_temp_dir_is_named_with_the_reason() {
     assert!(stderr.contains(&*deep.to_string_lossy()), "{stderr}");
     assert!(stderr.contains("shorter directory") && stderr.contains("107"), "{stderr}");
 }
+
+/// Starts a run long enough to be attacked; returns it and its socket's path.
+fn attacked_run(rt: &TempDir) -> (std::process::Child, std::path::PathBuf) {
+    let child = powerpool(["map", "slow-square", "--range", "0..10000", "--workers", "2"])
+        .args(["--chunk-size", "50"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    wait_for_workers(child.id(), 2);
+    let dirs = rt.entries();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    (child, rt.0.join(&dirs[0]).join("pool.sock"))
+}
+
+/// A field of /proc/PID/status in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = text.lines().find(|l| l.starts_with(field)).expect("field");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+}
+
+#[test]
+fn defect_17_16_large_first_frames_from_strangers_cost_no_memory() {
+    use std::io::Write;
+    let rt = TempDir::new("bigframes");
+    let (child, socket) = attacked_run(&rt);
+    let before = status_kb(child.id(), "VmRSS:");
+    let attackers: Vec<_> = (0..40)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let Ok(mut conn) = UnixStream::connect(&socket) else { return };
+                let len = (16u32 << 20) - 1;
+                let _ = conn.write_all(&len.to_le_bytes());
+                let chunk = vec![0u8; 1 << 20];
+                for _ in 0..16 {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for attacker in attackers {
+        attacker.join().expect("attacker");
+    }
+    let peak = status_kb(child.id(), "VmHWM:");
+    let out = wait_output(child, TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, squares_lines(0, 10000));
+    assert!(peak < before + 64 * 1024, "the coordinator grew from {before} kB to {peak} kB");
+}
+
+#[test]
+fn defect_17_16_handshakes_in_progress_are_bounded() {
+    let rt = TempDir::new("handshakes");
+    let (child, socket) = attacked_run(&rt);
+    let silent: Vec<UnixStream> =
+        (0..400).filter_map(|_| UnixStream::connect(&socket).ok()).collect();
+    assert!(silent.len() > 300, "connected {} times", silent.len());
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_or(0, |d| d.count());
+    // Accepting takes a moment; the count must settle under the bound, not at 400.
+    std::thread::sleep(Duration::from_millis(500));
+    let open = fds();
+    let out = wait_output(child, TIMEOUT);
+    drop(silent);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, squares_lines(0, 10000));
+    assert!(open < 250, "the coordinator holds {open} descriptors for 400 silent connections");
+}

@@ -12,6 +12,13 @@ use tokio::sync::mpsc;
 
 /// How long a new connection may take to say `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest first frame accepted: a `Hello` is 52 bytes; the rest leaves room for another
+/// version's to be read and told about the mismatch. Anything longer is refused from its length
+/// prefix, so a connection that has not authenticated cannot make us hold 16 MiB.
+const MAX_HELLO_FRAME: usize = 256;
+/// Connections in their handshake at once; past this the oldest is dropped. Workers finish
+/// theirs in milliseconds, so only silent or slow strangers are ever dropped.
+const MAX_HANDSHAKES: usize = 128;
 
 /// The socket's name in its directory.
 const SOCKET_NAME: &str = "pool.sock";
@@ -167,11 +174,22 @@ pub async fn accept_loop(
     out: mpsc::UnboundedSender<Result<Authenticated, String>>,
 ) {
     use interprocess::local_socket::traits::tokio::Listener as _;
+    let mut pending: std::collections::VecDeque<tokio::task::JoinHandle<()>> = Default::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                pending.retain(|task| !task.is_finished());
+                if pending.len() >= MAX_HANDSHAKES {
+                    if let Some(oldest) = pending.pop_front() {
+                        oldest.abort();
+                        let _ = out.send(Err(format!(
+                            "dropped the oldest of {MAX_HANDSHAKES} connections still in their \
+                             handshake"
+                        )));
+                    }
+                }
                 let out = out.clone();
-                tokio::spawn(async move {
+                pending.push_back(tokio::spawn(async move {
                     let verdict = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         check(stream, &token),
@@ -182,7 +200,7 @@ pub async fn accept_loop(
                         Err(_) => Err(format!("no hello within {HANDSHAKE_TIMEOUT:?}")),
                     };
                     let _ = out.send(verdict);
-                });
+                }));
             }
             Err(err) => {
                 tracing::warn!("accept failed: {err}");
@@ -209,12 +227,8 @@ async fn check(
         }
         creds.pid().and_then(|p| u32::try_from(p).ok())
     };
-    let (mut reader, mut writer) = transport::split(stream);
-    let frame = reader
-        .next_frame()
-        .await
-        .map_err(|e| format!("unreadable first frame: {e}"))?
-        .ok_or("closed before saying hello")?;
+    let frame = read_hello_frame(&stream).await?;
+    let (reader, mut writer) = transport::split(stream);
     let version = codec::hello_version(&frame).ok_or("the first frame is not a hello")?;
     if version != PROTOCOL_VERSION {
         let reason = format!(
@@ -234,6 +248,30 @@ async fn check(
         return Err(format!("{reason} from pid {pid}"));
     }
     Ok(Authenticated { worker_id, pid, peer_pid, reader, writer })
+}
+
+/// Reads the first frame by hand: its length prefix first, refused above [`MAX_HELLO_FRAME`]
+/// before anything is allocated, then exactly that many bytes, so the frame reader that takes
+/// over starts at the next frame.
+async fn read_hello_frame(
+    stream: &interprocess::local_socket::tokio::Stream,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = stream;
+    let mut prefix = [0u8; codec::LENGTH_PREFIX];
+    reader.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => "closed before saying hello".to_owned(),
+        _ => format!("unreadable first frame: {e}"),
+    })?;
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_HELLO_FRAME {
+        return Err(format!(
+            "a first frame of {len} bytes, where a hello has at most {MAX_HELLO_FRAME}"
+        ));
+    }
+    let mut frame = vec![0u8; len];
+    reader.read_exact(&mut frame).await.map_err(|e| format!("unreadable first frame: {e}"))?;
+    Ok(frame)
 }
 
 /// Compares secrets in time that depends only on their length.
