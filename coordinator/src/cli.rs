@@ -35,8 +35,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout: `powerpool man > powerpool.1`.
-    Man,
+    /// Print a man page (roff) to stdout: `powerpool man > powerpool.1`, `powerpool man map >
+    /// powerpool-map.1`; or write every page into a directory with --dir.
+    Man {
+        /// The subcommand whose page to print (map, fetch, merge, tasks, completions, man)
+        /// [default: the top-level page].
+        #[arg(value_name = "SUBCOMMAND")]
+        page: Option<String>,
+        /// Write every page (powerpool.1, powerpool-map.1, ...) into DIR instead, and list them.
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<PathBuf>,
+    },
     /// Run as a worker process (started by powerpool itself).
     #[command(hide = true)]
     Worker,
@@ -63,9 +72,10 @@ pub struct MapArgs {
     /// GET this URL concurrently with the map and report it on stderr (repeatable).
     #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub fetch: Vec<url::Url>,
-    /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Timeout for each --fetch (e.g. 30s, 1500ms; a bare number is seconds) [default: 30s].
+    /// Only with --fetch: the limit on a unit of work is --task-timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// On a failed item, go on: write every other result, list the failed items on stderr
     /// at the end and exit 5 (partial output). Without it the run stops before the first
     /// failed item, having written every result before it, and exits 4.
@@ -182,6 +192,9 @@ pub struct FetchArgs {
     pub pool: PoolArgs,
 }
 
+/// The default `--timeout` of each fetch: 30 s.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default `--max-body`: 100 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 100 << 20;
 
@@ -257,6 +270,7 @@ fn parse_i64(what: &str, text: &str) -> Result<i64, String> {
     let well_formed = !digits.is_empty()
         && !digits.starts_with('_')
         && !digits.ends_with('_')
+        && !digits.contains("__")
         && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     if !well_formed {
         return Err(format!("{what} '{text}' is not an integer"));
@@ -383,6 +397,8 @@ mod tests {
             "-..1",
             "_1..2",
             "1e3..2",
+            "1__0..15",
+            "0..1__5",
         ] {
             assert!(parse_range(bad).is_err(), "{bad} should be refused");
         }

@@ -24,6 +24,9 @@ pub enum Error {
     Output(io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(io::Error),
+    /// A resource limit (`ulimit -u`) too low for the run; the message names it.
+    #[error("{0}")]
+    Limit(String),
     #[error("cannot set up HTTP: {0}")]
     Http(String),
     #[error("interrupted by {name}")]

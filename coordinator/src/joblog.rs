@@ -45,7 +45,8 @@ pub struct Joblog {
 
 impl Joblog {
     pub fn create(path: &Path, started: Instant, chunks: Option<Chunks>) -> io::Result<Joblog> {
-        Ok(Joblog { out: BufWriter::new(File::create(path)?), started, chunks, error: None })
+        let file = crate::outfile::open_plain(path)?;
+        Ok(Joblog { out: BufWriter::new(file), started, chunks, error: None })
     }
 }
 

@@ -31,8 +31,11 @@ pub mod errors;
 pub mod exit_codes;
 pub mod fetch;
 pub mod joblog;
+pub mod limits;
+pub mod man;
 pub mod map;
 pub mod merge;
+pub mod outfile;
 pub mod output;
 pub mod plan;
 pub mod pool;
@@ -87,15 +90,20 @@ fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Tasks => {
-            println!("{:<12} {:<6} ABOUT", "TASK", "INPUT");
+            let mut text = format!("{:<12} {:<6} ABOUT\n", "TASK", "INPUT");
             for task in powerpool_shared::task::public() {
-                println!("{:<12} {:<6} {}", task.name, task.kind.name(), task.about);
+                text += &format!("{:<12} {:<6} {}\n", task.name, task.kind.name(), task.about);
             }
-            Ok(())
+            output::write_stdout(text.as_bytes())
         }
         Command::Map(args) => {
             let mut plan = plan::MapPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
+            let files = limits::raise_nofile();
+            let connections = plan.fetch.as_ref().map_or(0, |f| f.concurrency);
+            plan.pool.workers = limits::fit_workers(plan.pool.workers, connections, files);
+            // The runtime's threads and the output thread; a worker is one process each.
+            limits::check_processes(runtime_threads() + 1, plan.pool.workers)?;
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let mut interrupts = signal::listen().map_err(Error::Runtime)?;
@@ -109,6 +117,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Fetch(args) => {
             let mut plan = plan::FetchPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
+            let files = limits::raise_nofile();
+            let workers = plan.process.as_ref().map_or(0, |p| p.pool.workers);
+            plan.concurrency = limits::fit_concurrency(plan.concurrency, workers, files);
+            // The runtime's threads and one for name lookups (tokio's blocking pool).
+            limits::check_processes(runtime_threads() + 1, workers)?;
             let rt = runtime()?;
             let result = rt.block_on(async {
                 let mut interrupts = signal::listen().map_err(Error::Runtime)?;
@@ -119,13 +132,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Merge(args) => merge::run(args),
         Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error.
+            let mut script = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "powerpool", &mut std::io::stdout());
-            Ok(())
+            clap_complete::generate(shell, &mut cmd, "powerpool", &mut script);
+            output::write_stdout(&script)
         }
-        Command::Man => {
-            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            man.render(&mut std::io::stdout()).map_err(Error::Output)
+        Command::Man { page, dir: None } => output::write_stdout(&man::render(page.as_deref())?),
+        Command::Man { dir: Some(dir), .. } => {
+            let names = man::write_all(&dir)?;
+            output::write_stdout(format!("{}\n", names.join("\n")).as_bytes())
         }
         Command::Worker => unreachable!("handled before logging starts"),
     }
@@ -145,10 +161,14 @@ fn keep_freed_memory() {
     }
 }
 
+/// The runtime's worker threads: 2 to 4, by the cores available.
+fn runtime_threads() -> usize {
+    pool::default_workers().clamp(2, 4)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    let threads = pool::default_workers().clamp(2, 4);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(runtime_threads())
         .enable_all()
         .build()
         .map_err(Error::Runtime)
@@ -162,11 +182,17 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
+            let printed = err.print();
             if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 return ExitCode::from(exit_codes::USAGE);
             }
-            ExitCode::SUCCESS
+            match printed {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("powerpool: error: {}", Error::Output(e));
+                    ExitCode::from(exit_codes::FAILURE)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         _ => {
             let text = err.render().to_string();

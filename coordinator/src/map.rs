@@ -27,9 +27,8 @@ pub async fn run(
     let started = Instant::now();
     let mut observers = pool::Observers::default();
     if let Some(path) = &plan.joblog {
-        let log = Joblog::create(path, started, Some(plan.chunks)).map_err(|e| {
-            Error::Usage(format!("cannot write --joblog '{}': {e}", path.display()))
-        })?;
+        let log = Joblog::create(path, started, Some(plan.chunks))
+            .map_err(|e| crate::outfile::open_error("--joblog", path, e))?;
         observers.joblog = Some(Box::new(log));
     }
     let (stats, written, result) = execute(&plan, interrupts, &mut observers).await;
@@ -51,6 +50,11 @@ pub async fn run(
         let report = Report::new(&plan, &stats, written, started.elapsed(), &result);
         if let Err(err) = report.write(path) {
             tracing::warn!("cannot write --report '{}': {err}", path.display());
+            // A signal that ended the wait for a FIFO's reader ends the run as a signal does.
+            let err = crate::outfile::open_error("--report", path, err);
+            if let (Ok(()), Error::Interrupted { .. }) = (&result, &err) {
+                return Err(err);
+            }
         }
     }
     result
@@ -142,7 +146,7 @@ fn sync_shard_dir(plan: &MapPlan) -> io::Result<()> {
 /// Where the results go: stdout, an `--output` file, or a `--shard` file.
 fn open_sink(plan: &MapPlan) -> Result<(Sink, Option<PendingFile>), Error> {
     let Some(path) = &plan.output else { return Ok((Sink::Stdout, None)) };
-    let cannot = |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
+    let cannot = |e| crate::outfile::open_error("--output", path, e);
     let (pending, file) = PendingFile::create(path).map_err(cannot)?;
     let sink = match &plan.shard {
         Some(shard) => {

@@ -1,49 +1,25 @@
-//! Where results go: stdout or a file, written by one blocking task in input order.
+//! Where results go: stdout or a file, written by one thread of its own in input order (a
+//! plain thread: its start fails with an error, where tokio's `spawn_blocking` panics).
 //!
 //! A `--output` file is written under a temporary name in the same directory and renamed into
 //! place only when the whole run succeeded, so a file at that path always looks complete because
-//! it is; a failed or interrupted run removes the temporary file.
+//! it is; a failed or interrupted run removes the temporary file ([`crate::outfile`]).
 
 use crate::cli::OnFail;
+pub use crate::outfile::PendingFile;
 use crate::pool::{self, Outcome, Released, ResultReceiver, ResultSender};
 use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
-/// A `--output` file being written: removed on drop unless committed.
-#[derive(Debug)]
-pub struct PendingFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl PendingFile {
-    /// Creates the temporary file next to `dest`.
-    pub fn create(dest: &Path) -> io::Result<(PendingFile, File)> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.powerpool-{}.tmp", std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok((PendingFile { tmp, dest: dest.to_path_buf(), committed: false }, file))
-    }
-
-    /// Moves the finished file into place.
-    pub fn commit(mut self) -> io::Result<()> {
-        std::fs::rename(&self.tmp, &self.dest)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+/// Writes `bytes` to stdout and flushes: what the commands that print one text use (`tasks`,
+/// `completions`, `man`), so a full disk is an error line and a closed pipe a quiet success,
+/// never the panic of `println!`.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), crate::errors::Error> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(crate::errors::Error::Output)
 }
 
 /// Where results go.
@@ -68,17 +44,36 @@ impl Sink {
 /// The writer task: writes what a pool run releases, in order, to its sink.
 #[derive(Debug)]
 pub struct Writer {
-    task: JoinHandle<io::Result<()>>,
+    /// The writer thread's result, or why it could not start.
+    task: Result<oneshot::Receiver<io::Result<()>>, io::Error>,
 }
 
 impl Writer {
-    /// Starts the writer task over `sink`, fed by the returned sender. In `Sum` format unit
+    /// Starts the writer thread over `sink`, fed by the returned sender. In `Sum` format unit
     /// outputs are 32-byte partial sums, added up and printed as one line at the end. A failed
     /// input (`--keep-going`) leaves nothing, or with `on_fail` mark the line [`FAILED_MARK`].
+    /// A plain thread, not the runtime's blocking pool: its failed start (a low process limit)
+    /// is an error, not a panic.
     pub fn start(sink: Sink, format: Format, on_fail: OnFail) -> (ResultSender, Writer) {
         let (sender, receiver) = pool::results();
         let mark = on_fail == OnFail::Mark;
-        let task = tokio::task::spawn_blocking(move || write_all(sink, format, mark, receiver));
+        let (done, result) = oneshot::channel();
+        let started =
+            std::thread::Builder::new().name("powerpool-output".into()).spawn(move || {
+                let _ = done.send(write_all(sink, format, mark, receiver));
+            });
+        // Without the thread the receiver is dropped, so the run stops at once as on a write
+        // error.
+        let task = match started {
+            Ok(_) => Ok(result),
+            Err(err) => Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "cannot start the output thread: {}",
+                    crate::limits::explain_spawn_error(err)
+                ),
+            )),
+        };
         (sender, Writer { task })
     }
 
@@ -86,7 +81,12 @@ impl Writer {
     /// `complete` says the run produced every result: only then does `sum` print its line.
     pub async fn finish(self, results: ResultSender, complete: bool) -> io::Result<()> {
         results.finish(complete);
-        self.task.await.map_err(io::Error::other)?
+        match self.task {
+            Ok(result) => result.await.unwrap_or_else(|_| {
+                Err(io::Error::other("the output thread ended without a word"))
+            }),
+            Err(err) => Err(err),
+        }
     }
 }
 

@@ -89,13 +89,25 @@ pub fn worker_for(
         None => {
             let known: Vec<&str> =
                 task::public().filter(|t| t.kind == kind).map(|t| t.name).collect();
+            let hint =
+                did_you_mean(task).map(|t| format!("did you mean '{t}'? ")).unwrap_or_default();
             Err(Error::Usage(format!(
-                "unknown task '{task}' (built-in {} tasks: {}; see `powerpool tasks`)",
+                "unknown task '{task}' ({hint}built-in {} tasks: {}; see `powerpool tasks`)",
                 kind.name(),
                 known.join(", ")
             )))
         }
     }
+}
+
+/// The built-in task whose name is closest to `typed`, if one is close (clap's measure and
+/// threshold for misspelt flags: Jaro similarity above 0.7).
+pub fn did_you_mean(typed: &str) -> Option<&'static str> {
+    task::public()
+        .map(|t| (strsim::jaro(typed, t.name), t.name))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 impl MapPlan {
@@ -110,6 +122,11 @@ impl MapPlan {
         if let Some(joblog) = &args.joblog {
             check_writable("--joblog", joblog)?;
         }
+        check_distinct(&[
+            ("--output", args.output.as_deref()),
+            ("--report", args.report.as_deref()),
+            ("--joblog", args.joblog.as_deref()),
+        ])?;
         let format = match args.format {
             OutputFormat::Lines => Format::Lines,
             OutputFormat::Sum => Format::Sum,
@@ -161,10 +178,17 @@ impl MapPlan {
             task: args.task.clone(),
         });
         pool.workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX)).max(1);
+        if args.timeout.is_some() && args.fetch.is_empty() {
+            return Err(Error::Usage(
+                "--timeout limits each --fetch, and none is given (the limit on a unit of work \
+                 is --task-timeout)"
+                    .to_owned(),
+            ));
+        }
         let fetch = (!args.fetch.is_empty()).then_some(FetchPlan {
             urls: args.fetch,
             concurrency: 100,
-            timeout: args.timeout,
+            timeout: args.timeout.unwrap_or(crate::cli::DEFAULT_FETCH_TIMEOUT),
             max_body: crate::cli::DEFAULT_MAX_BODY,
             report: None,
             progress: false,
@@ -263,7 +287,7 @@ fn check_output_path(path: &Path) -> Result<(), Error> {
 
 /// Refuses a path for `flag` (`--output`, `--report`, `--joblog`) that cannot be written,
 /// before any work starts.
-fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
+pub(crate) fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
     let bad =
         |why: String| Error::Usage(format!("cannot write {flag} '{}': {why}", path.display()));
     if path.as_os_str().is_empty() {
@@ -276,8 +300,37 @@ fn check_writable(flag: &str, path: &Path) -> Result<(), Error> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !dir.is_dir() {
-        return Err(bad(format!("directory '{}' does not exist", dir.display())));
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(bad(format!("'{}' is not a directory", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(bad(format!("directory '{}' does not exist", dir.display())))
+        }
+        Err(e) => Err(bad(format!("directory '{}': {e}", dir.display()))),
+    }
+}
+
+/// Refuses two flags that name the same file (`-o x --report x`): one would overwrite the
+/// other. Paths are compared by what they name: the directory, canonical, and the file name
+/// for a file yet to be created; device and inode for one that exists (links included).
+pub(crate) fn check_distinct(paths: &[(&str, Option<&Path>)]) -> Result<(), Error> {
+    let named: Vec<(&str, &Path, crate::outfile::Identity)> = paths
+        .iter()
+        .filter_map(|(flag, path)| {
+            let path = (*path)?;
+            Some((*flag, path, crate::outfile::identity(path)?))
+        })
+        .collect();
+    for (i, (flag_a, path_a, id_a)) in named.iter().enumerate() {
+        for (flag_b, path_b, id_b) in &named[i + 1..] {
+            if id_a == id_b {
+                return Err(Error::Usage(format!(
+                    "{flag_a} '{}' and {flag_b} '{}' are the same file: give each its own",
+                    path_a.display(),
+                    path_b.display()
+                )));
+            }
+        }
     }
     Ok(())
 }

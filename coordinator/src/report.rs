@@ -182,7 +182,7 @@ pub fn outcome(result: &Result<(), Error>) -> (&'static str, u8, Option<String>)
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
-    std::fs::write(path, text)
+    std::io::Write::write_all(&mut crate::outfile::open_plain(path)?, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -173,7 +173,15 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
+    /// Starts a shard file in `file`, which must be a regular file: its header is completed
+    /// last, over the first one.
     pub fn new(file: File, header: Header) -> io::Result<ShardWriter> {
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a shard file must be a regular file (its header is completed last)",
+            ));
+        }
         let mut file = io::BufWriter::with_capacity(256 << 10, file);
         file.write_all(&header.encode())?;
         Ok(ShardWriter { file, header, hasher: Xxh3::new(), len: 0 })

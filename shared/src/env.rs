@@ -10,6 +10,10 @@ pub const WORKER_ID: &str = "POWERPOOL_WORKER_ID";
 /// The coordinator's pid; a worker whose parent is no longer this pid exits at once.
 pub const COORDINATOR_PID: &str = "POWERPOOL_COORDINATOR_PID";
 
+/// The soft open-file limit the coordinator started with, set when it raised its own: the
+/// worker puts it back first thing, for itself and the jobs it starts.
+pub const NOFILE_SOFT: &str = "POWERPOOL_NOFILE_SOFT";
+
 /// Encodes bytes as lowercase hex.
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

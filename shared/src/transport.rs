@@ -9,7 +9,7 @@
 use crate::codec::{self, CodecError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
 use serde::Serialize;
 use std::io;
@@ -20,7 +20,24 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-pub use interprocess::local_socket::tokio::Listener;
+pub use interprocess::local_socket::tokio::{Listener, Stream};
+
+/// Who is at the other end of a connection (SO_PEERCRED where the platform has it): its
+/// effective uid and its pid, each `None` where the platform does not say.
+pub fn peer(stream: &Stream) -> io::Result<(Option<u32>, Option<u32>)> {
+    #[cfg(unix)]
+    {
+        use interprocess::local_socket::traits::StreamCommon as _;
+        let creds = stream.peer_creds()?;
+        let uid = creds.euid();
+        Ok((uid, creds.pid().and_then(|p| u32::try_from(p).ok())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = stream;
+        Ok((None, None))
+    }
+}
 
 fn fs_name(path: &Path) -> io::Result<Name<'_>> {
     path.to_fs_name::<GenericFilePath>()

@@ -2,7 +2,9 @@
 //!
 //! Routes: `/ok/N` answers 200 with N bytes; `/text/SEED` answers 200 with
 //! [`text_body`]`(SEED)`; `/missing` answers 404; `/slow/MS` waits MS milliseconds, then answers
-//! 200. Connections are kept alive, as a real server's are.
+//! 200. Connections are kept alive, as a real server's are; [`TestServer::start_closing`]
+//! starts one that closes each connection after its first answer without saying so
+//! (no `Connection: close`), as servers with a short keep-alive timeout do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +24,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_with(usize::MAX)
+    }
+
+    /// A server that answers one request per connection, then closes it without a
+    /// `Connection: close` header: a client that reuses the connection finds it dead.
+    pub fn start_closing() -> TestServer {
+        TestServer::start_with(1)
+    }
+
+    fn start_with(per_connection: usize) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -39,7 +51,7 @@ impl TestServer {
                     loop {
                         let Ok((conn, _)) = listener.accept().await else { continue };
                         let counter = Arc::clone(&counter);
-                        tokio::spawn(serve(conn, counter));
+                        tokio::spawn(serve(conn, counter, per_connection));
                     }
                 };
                 tokio::select! {
@@ -74,9 +86,10 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>) {
+async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>, per_connection: usize) {
     let mut buf = Vec::with_capacity(4096);
-    loop {
+    let mut served = 0;
+    while served < per_connection {
         let Some(end) = find_head_end(&buf) else {
             let mut piece = [0u8; 4096];
             match conn.read(&mut piece).await {
@@ -90,6 +103,7 @@ async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>) {
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let (code, reason, body) = route(&path).await;
         counter.fetch_add(1, Ordering::SeqCst);
+        served += 1;
         let response = format!(
             "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
             body.len()
@@ -100,6 +114,9 @@ async fn serve(mut conn: TcpStream, counter: Arc<AtomicUsize>) {
             return;
         }
     }
+    // Closing a moment after the last answer, rather than at once, is when a client that
+    // reuses the connection has most likely sent its next request into it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// The body of `/text/SEED`: a few hundred bytes to a few hundred KiB of words, spaces, tabs

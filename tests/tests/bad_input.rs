@@ -107,3 +107,62 @@ fn help_and_version_succeed() {
     assert!(listed.lines().any(|l| l.starts_with("square ")), "{listed}");
     assert!(!listed.contains("slow-square"), "test tasks stay hidden: {listed}");
 }
+
+#[test]
+fn defect_17_18_an_output_under_a_plain_file_says_it_is_not_a_directory() {
+    let dir = powerpool_tests::TempDir::new("notdir");
+    let file = dir.0.join("file");
+    std::fs::write(&file, b"x").expect("writes");
+    for flag in ["--output", "--report", "--joblog"] {
+        let out = run(powerpool(["map", "square", "--range", "0..5", flag]).arg(file.join("x")));
+        assert_usage_error(&out, flag);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is not a directory"), "{flag}: {stderr}");
+        assert!(!stderr.contains("does not exist"), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn defect_17_18_merge_into_a_directory_is_refused_before_reading_the_shards() {
+    let dir = powerpool_tests::TempDir::new("merge-dir");
+    let shard = dir.0.join("s.shard");
+    let mut cmd = powerpool(["map", "square", "--range", "0..10", "--shard", "0/1", "-o"]);
+    assert!(run(cmd.arg(&shard)).status.success());
+    let out = run(powerpool(["merge"]).arg(&shard).arg("-o").arg(&dir.0));
+    assert_usage_error(&out, "merge -o DIR");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--output") && stderr.contains("is a directory"), "{stderr}");
+}
+
+#[test]
+fn defect_17_18_a_doubled_underscore_is_not_a_number() {
+    for range in ["1__0..15", "0..1__5", "-1__0..0"] {
+        let out = run(&mut powerpool(["map", "square", "--range", range]));
+        assert_usage_error(&out, range);
+    }
+    let out = run(&mut powerpool(["map", "square", "--range", "1_0..1_2"]));
+    assert_eq!(out.stdout, b"100\n121\n", "single underscores still separate digits");
+}
+
+#[test]
+fn defect_17_18_map_timeout_without_fetch_is_refused_and_points_to_task_timeout() {
+    let out = run(&mut powerpool(["map", "square", "--range", "0..5", "--timeout", "5s"]));
+    assert_usage_error(&out, "--timeout without --fetch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fetch") && stderr.contains("--task-timeout"), "{stderr}");
+}
+
+#[test]
+fn defect_17_18_a_misspelt_task_gets_a_suggestion() {
+    for (typed, meant) in [("squar", "square"), ("colatz", "collatz"), ("sqaure", "square")] {
+        let out = run(&mut powerpool(["map", typed, "--range", "0..5"]));
+        assert_usage_error(&out, typed);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("did you mean '{meant}'?")), "{stderr}");
+    }
+    let out = run(&mut powerpool(["fetch", "--process", "sha265", "http://127.0.0.1:1/"]));
+    assert_usage_error(&out, "sha265");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean 'sha256'?"));
+    let out = run(&mut powerpool(["map", "frobnicate", "--range", "0..5"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("did you mean"), "nothing close");
+}

@@ -1,7 +1,7 @@
 //! `fetch` and `map --fetch` against an HTTP server the test starts on 127.0.0.1:0.
 
 use powerpool_tests::http::TestServer;
-use powerpool_tests::{powerpool, run, squares_lines};
+use powerpool_tests::{powerpool, run, squares_lines, TempDir};
 use std::net::TcpListener;
 
 /// A loopback port with nothing listening: bound, then closed.
@@ -150,4 +150,25 @@ fn urls_from_a_file_follow_the_arguments_in_order() {
     let out = run(powerpool(["fetch", "--from"]).arg(&list));
     powerpool_tests::assert_usage_error(&out, "a bad line in --from");
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+}
+
+#[test]
+fn defect_17_13_a_server_closing_kept_alive_connections_gives_no_spurious_resets() {
+    let server = TestServer::start_closing();
+    let dir = TempDir::new("closing");
+    let list = dir.0.join("urls.txt");
+    let urls: String =
+        (0..300).map(|i| format!("{}\n", server.url(&format!("/ok/{}", i % 7)))).collect();
+    std::fs::write(&list, urls).expect("writes");
+    for concurrency in ["1", "20"] {
+        let out = run(powerpool(["fetch", "--concurrency", concurrency, "--from"]).arg(&list));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let failed: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("200 ")).collect();
+        assert!(
+            failed.is_empty(),
+            "concurrency {concurrency}: {} failed: {failed:?}",
+            failed.len()
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -42,6 +42,9 @@ fn recv(conn: &mut UnixStream) -> Option<FromWorker> {
 /// Starts a worker against a socket this test listens on, completes the handshake with `task`
 /// for `input`, and returns the connection, the worker, and its first answer.
 fn worker_for(task: &str, input: Input, dir: &TempDir) -> (UnixStream, Child, Option<FromWorker>) {
+    // Private, as the coordinator makes it: a worker refuses any other socket directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let path = dir.0.join("pool.sock");
     let listener = UnixListener::bind(&path).expect("binds");
     let token = [7u8; TOKEN_LEN];

@@ -11,7 +11,7 @@ use powerpool_shared::codec::{self};
 use powerpool_shared::env::{self, from_hex};
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
 use powerpool_shared::{FromWorker, Hello, Input, ToWorker, Welcome, PROTOCOL_VERSION, TOKEN_LEN};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What the coordinator told this worker through its environment.
 #[derive(Debug)]
@@ -57,6 +57,28 @@ pub fn arm_parent_death_signal() {
     }
 }
 
+/// Puts back the soft open-file limit the coordinator started with ([`env::NOFILE_SOFT`]),
+/// which it raised for itself: a worker, and anything it starts, gets the limit the user set.
+/// Called first thing, while the process has one thread (it also removes the variable).
+pub fn restore_nofile_limit() {
+    let Some(text) = std::env::var_os(env::NOFILE_SOFT) else { return };
+    std::env::remove_var(env::NOFILE_SOFT);
+    #[cfg(unix)]
+    {
+        let Some(soft) = text.to_str().and_then(|t| t.parse::<u64>().ok()) else { return };
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit read or write only the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && (soft as libc::rlim_t) < limit.rlim_cur
+            {
+                limit.rlim_cur = soft as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 /// Whether our parent process is `pid`.
 pub fn parent_is(pid: u32) -> bool {
     #[cfg(unix)]
@@ -89,6 +111,9 @@ pub enum ConnError {
     Send(#[from] transport::SendError),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
+    /// The socket is not where, or not whose, it should be: nothing was sent.
+    #[error("refusing to connect: {0}")]
+    Untrusted(String),
 }
 
 /// A connection that has completed the handshake.
@@ -100,12 +125,17 @@ pub struct Session {
     pub input: Input,
 }
 
-/// Connects and says `Hello`; returns the job from `Welcome`.
+/// Connects and says `Hello`; returns the job from `Welcome`. The token goes only to the
+/// coordinator that started us: the socket's directory must be ours and private, and the
+/// listening end (SO_PEERCRED) our user's and the coordinator's pid. Otherwise a user who could
+/// swap the directory (a temp dir writable by all without the sticky bit) would receive it.
 pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
+    check_socket_dir(&config.socket)?;
     let stream = transport::connect(&config.socket).await.map_err(|source| ConnError::Connect {
         path: config.socket.display().to_string(),
         source,
     })?;
+    check_peer(&stream, config.coordinator_pid)?;
     let (mut reader, mut writer) = transport::split(stream);
     let hello = FromWorker::Hello(Hello {
         version: PROTOCOL_VERSION,
@@ -120,4 +150,60 @@ pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
         ToWorker::Reject(reject) => Err(ConnError::Rejected(reject.reason)),
         other => Err(ConnError::Unexpected(format!("{other:?}"))),
     }
+}
+
+/// Refuses a socket whose directory is not a directory of our own, mode 0700 (as the
+/// coordinator makes it).
+fn check_socket_dir(socket: &Path) -> Result<(), ConnError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = match socket.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let untrusted = |why: String| ConnError::Untrusted(format!("'{}' {why}", dir.display()));
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| untrusted(e.to_string()))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() {
+            return Err(untrusted("is not a directory".into()));
+        }
+        if meta.uid() != me {
+            return Err(untrusted(format!(
+                "belongs to uid {}, not to this worker's {me}",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o777 != 0o700 {
+            return Err(untrusted(format!("has mode {:o}, not 700", meta.mode() & 0o777)));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = socket;
+    Ok(())
+}
+
+/// Refuses a listening end that is not the coordinator's: another user, or another process.
+fn check_peer(stream: &transport::Stream, coordinator: u32) -> Result<(), ConnError> {
+    let (uid, pid) = transport::peer(stream)
+        .map_err(|e| ConnError::Untrusted(format!("no credentials for the socket's owner: {e}")))?;
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if let Some(uid) = uid.filter(|&uid| uid != me) {
+            return Err(ConnError::Untrusted(format!(
+                "the socket is held by uid {uid}, not this worker's {me}"
+            )));
+        }
+    }
+    if let Some(pid) = pid.filter(|&pid| pid != coordinator) {
+        return Err(ConnError::Untrusted(format!(
+            "the socket is held by pid {pid}, not the coordinator's {coordinator}"
+        )));
+    }
+    #[cfg(not(unix))]
+    let _ = uid;
+    Ok(())
 }

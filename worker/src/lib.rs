@@ -42,6 +42,7 @@ pub fn main() -> ExitCode {
 
 /// Runs a worker process with the tasks of `registry`.
 pub fn main_with(registry: Registry) -> ExitCode {
+    connection::restore_nofile_limit();
     init_logging();
     connection::arm_parent_death_signal();
     let config = match connection::Config::from_env() {

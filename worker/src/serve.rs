@@ -13,7 +13,7 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     install_panic_capture();
     let session = match connection::handshake(&config).await {
         Ok(session) => session,
-        Err(err @ ConnError::Rejected(_)) => {
+        Err(err @ (ConnError::Rejected(_) | ConnError::Untrusted(_))) => {
             tracing::error!("{err}");
             return exit::REFUSED;
         }

@@ -4,8 +4,19 @@
 //! keep-alive, redirects, timeouts and HTTP/2. Its default TLS backend (aws-lc) is a heavy C
 //! build; rustls with ring builds in a fraction of the time, and certificates are always
 //! verified (against the platform's roots).
+//!
+//! A kept-alive connection can die under a request: the server closed it as idle just as the
+//! request went out (without `Connection: close`, which would have told us). The request then
+//! fails before any byte of an answer, through no fault of the URL. Such a GET, idempotent, is
+//! sent once more on a connection opened for it, as curl and browsers do.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A client like the last one [`build`] made but that keeps no idle connection, so each request
+/// opens its own: where a request whose kept-alive connection died is sent again. Built on the
+/// first such retry, for the settings of that last `build`.
+static FRESH: Mutex<Option<(Duration, Option<reqwest::Client>)>> = Mutex::new(None);
 
 /// How one GET ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +48,13 @@ impl FetchOutcome {
 
 /// Builds a client for `concurrency` requests in flight, each limited to `timeout` in all.
 pub fn build(concurrency: usize, timeout: Duration) -> Result<reqwest::Client, String> {
+    if let Ok(mut fresh) = FRESH.lock() {
+        *fresh = Some((timeout, None));
+    }
+    client(concurrency, timeout)
+}
+
+fn client(idle_per_host: usize, timeout: Duration) -> Result<reqwest::Client, String> {
     // reqwest is built without a default crypto provider; install ring's once per process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -44,10 +62,46 @@ pub fn build(concurrency: usize, timeout: Duration) -> Result<reqwest::Client, S
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::limited(10))
-        .pool_max_idle_per_host(concurrency)
+        .pool_max_idle_per_host(idle_per_host)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// The client for a second try on a new connection (see [`FRESH`]).
+fn fresh_client() -> Option<reqwest::Client> {
+    let mut fresh = FRESH.lock().ok()?;
+    let (timeout, made) = fresh.as_mut()?;
+    if made.is_none() {
+        *made = client(0, *timeout).ok();
+    }
+    made.clone()
+}
+
+/// Whether a request died on its connection before any byte of an answer came: reset, closed,
+/// or the connection already gone when it was written. Not a timeout, a refused connection, a
+/// DNS or TLS failure: those a second try would only repeat.
+fn died_before_answer(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || err.is_connect() || err.is_redirect() || err.is_status() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+            {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A response whose body is being read, piece by piece, within a size limit.
@@ -65,7 +119,15 @@ impl Download {
         url: &url::Url,
         max_body: u64,
     ) -> Result<Download, &'static str> {
-        let response = client.get(url.clone()).send().await.map_err(|e| classify(&e))?;
+        let response = match client.get(url.clone()).send().await {
+            Ok(response) => response,
+            Err(err) if died_before_answer(&err) => {
+                tracing::debug!("{url}: {err}; once more on a new connection");
+                let retry = fresh_client().ok_or_else(|| classify(&err))?;
+                retry.get(url.clone()).send().await.map_err(|e| classify(&e))?
+            }
+            Err(err) => return Err(classify(&err)),
+        };
         if response.content_length().is_some_and(|n| n > max_body) {
             return Err("too-large");
         }

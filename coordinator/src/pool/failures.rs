@@ -49,15 +49,20 @@ impl Engine {
             self.stats.timeouts += 1;
         }
         // A worker that never answered anything and had nothing to blame did not really start.
-        let verdict = if !w.ready || (w.completed == 0 && w.in_flight.is_empty()) {
-            tracing::warn!("worker pid {pid} failed to start: {how}");
-            self.restarts.start_failed()
+        let (verdict, what) = if !w.ready || (w.completed == 0 && w.in_flight.is_empty()) {
+            let what = match (&exit, w.pid) {
+                (Exit::NotStarted(_), _) | (_, None) => how.clone(),
+                (_, Some(pid)) => format!("worker pid {pid} failed to start: {how}"),
+            };
+            tracing::warn!("{what}");
+            (self.restarts.start_failed(), what)
         } else {
-            tracing::warn!("worker pid {pid} {how}");
-            self.restarts.died()
+            let what = format!("worker pid {pid} {how}");
+            tracing::warn!("{what}");
+            (self.restarts.died(), what)
         };
         if let Err(give_up) = verdict {
-            self.finished = Some(Err(Stop::Fatal(self.give_up(give_up, &pid, &how))));
+            self.finished = Some(Err(Stop::Fatal(self.give_up(give_up, what))));
             return;
         }
         let pid_n = w.pid.unwrap_or(0);
@@ -81,8 +86,7 @@ impl Engine {
         }
     }
 
-    fn give_up(&self, why: GiveUp, pid: &str, how: &str) -> PoolError {
-        let last = format!("worker pid {pid} {how}");
+    fn give_up(&self, why: GiveUp, last: String) -> PoolError {
         match why {
             GiveUp::WontStart { attempts } => {
                 let last = match &self.last_refusal {

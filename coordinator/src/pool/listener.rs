@@ -1,55 +1,25 @@
-//! The coordinator's socket: a private directory, a per-run secret, and the handshake checks
-//! every connection passes before it may reach the supervisor.
+//! The coordinator's socket: a per-run secret, and the handshake checks every connection
+//! passes before it is handed to the slot of the worker it claims to be.
 
+pub use super::socket_dir::SocketDir;
 use powerpool_shared::codec;
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half, Listener};
 use powerpool_shared::{FromWorker, Hello, Reject, ToWorker, PROTOCOL_VERSION, TOKEN_LEN};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 /// How long a new connection may take to say `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A fresh directory, mode 0700, holding the run's socket; removed with everything in it on drop.
-#[derive(Debug)]
-pub struct SocketDir {
-    dir: tempfile::TempDir,
-}
-
-impl SocketDir {
-    /// Creates `powerpool-<pid>-<random>` under `$XDG_RUNTIME_DIR` when set, else the temp dir
-    /// (mode 0700, a random name that a rerun never meets).
-    pub fn create() -> io::Result<SocketDir> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let in_base =
-            |e: io::Error| io::Error::new(e.kind(), format!("in '{}': {e}", base.display()));
-        let prefix = format!("powerpool-{}-", std::process::id());
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o700));
-        }
-        let dir = builder.tempdir_in(&base).map_err(in_base)?;
-        Ok(SocketDir { dir })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn socket_path(&self) -> PathBuf {
-        self.path().join("pool.sock")
-    }
-}
+/// The largest first frame accepted: a `Hello` is 52 bytes; the rest leaves room for another
+/// version's to be read and told about the mismatch. Anything longer is refused from its length
+/// prefix, so a connection that has not authenticated cannot make us hold 16 MiB.
+const MAX_HELLO_FRAME: usize = 256;
+/// Connections in their handshake at once; past this the oldest is dropped. Workers finish
+/// theirs in milliseconds, so only silent or slow strangers are ever dropped.
+const MAX_HANDSHAKES: usize = 128;
 
 /// A new per-run secret from the OS random source.
 pub fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
@@ -91,19 +61,30 @@ pub async fn accept_loop(
     use interprocess::local_socket::traits::tokio::Listener as _;
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
     let mut waiting: HashMap<u64, Registration> = HashMap::new();
+    let mut pending: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(stream) => {
+                    pending.retain(|task| !task.is_finished());
+                    if pending.len() >= MAX_HANDSHAKES {
+                        if let Some(oldest) = pending.pop_front() {
+                            oldest.abort();
+                            let _ = refusals.send(format!(
+                                "dropped the oldest of {MAX_HANDSHAKES} connections still in \
+                                 their handshake"
+                            ));
+                        }
+                    }
                     let checked_tx = checked_tx.clone();
-                    tokio::spawn(async move {
+                    pending.push_back(tokio::spawn(async move {
                         let verdict =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, check(stream, &token)).await;
                         let verdict = verdict.unwrap_or_else(|_| {
                             Err(format!("no hello within {HANDSHAKE_TIMEOUT:?}"))
                         });
                         let _ = checked_tx.send(verdict);
-                    });
+                    }));
                 }
                 Err(err) => {
                     tracing::warn!("accept failed: {err}");
@@ -182,12 +163,8 @@ async fn check(
         }
         creds.pid().and_then(|p| u32::try_from(p).ok())
     };
-    let (mut reader, mut writer) = transport::split(stream);
-    let frame = reader
-        .next_frame()
-        .await
-        .map_err(|e| format!("unreadable first frame: {e}"))?
-        .ok_or("closed before saying hello")?;
+    let frame = read_hello_frame(&stream).await?;
+    let (reader, mut writer) = transport::split(stream);
     let version = codec::hello_version(&frame).ok_or("the first frame is not a hello")?;
     if version != PROTOCOL_VERSION {
         let reason = format!(
@@ -209,24 +186,33 @@ async fn check(
     Ok(Authenticated { worker_id, pid, peer_pid, reader, writer })
 }
 
+/// Reads the first frame by hand: its length prefix first, refused above [`MAX_HELLO_FRAME`]
+/// before anything is allocated, then exactly that many bytes, so the frame reader that takes
+/// over starts at the next frame.
+async fn read_hello_frame(
+    stream: &interprocess::local_socket::tokio::Stream,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = stream;
+    let mut prefix = [0u8; codec::LENGTH_PREFIX];
+    reader.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => "closed before saying hello".to_owned(),
+        _ => format!("unreadable first frame: {e}"),
+    })?;
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_HELLO_FRAME {
+        return Err(format!(
+            "a first frame of {len} bytes, where a hello has at most {MAX_HELLO_FRAME}"
+        ));
+    }
+    let mut frame = vec![0u8; len];
+    reader.read_exact(&mut frame).await.map_err(|e| format!("unreadable first frame: {e}"))?;
+    Ok(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn socket_dir_is_private_and_removed_on_drop() {
-        let dir = SocketDir::create().expect("creates");
-        let path = dir.path().to_path_buf();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("exists").permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
-        }
-        std::fs::write(dir.socket_path(), b"x").expect("writable");
-        drop(dir);
-        assert!(!path.exists());
-    }
 
     #[test]
     fn only_the_started_process_or_its_group_may_take_a_slot() {

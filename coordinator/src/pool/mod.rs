@@ -21,6 +21,7 @@ mod listener;
 mod process;
 mod restart;
 mod slot;
+mod socket_dir;
 mod supervisor;
 mod work;
 

@@ -30,6 +30,8 @@ pub enum Exit {
     Signal(i32),
     /// Could not be waited for.
     Unknown(String),
+    /// Was never started: why the spawn failed.
+    NotStarted(String),
 }
 
 impl Exit {
@@ -54,6 +56,7 @@ impl fmt::Display for Exit {
             Exit::Code(code) => write!(f, "exited with status {code}"),
             Exit::Signal(sig) => write!(f, "killed by {}", signal_name(*sig)),
             Exit::Unknown(why) => write!(f, "ended in an unknown way ({why})"),
+            Exit::NotStarted(why) => f.write_str(why),
         }
     }
 }
@@ -116,11 +119,15 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
         .stdout(stderr_handle())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // The coordinator raised its open-file limit; the worker puts the user's back.
+    if let Some(soft) = crate::limits::original_nofile() {
+        cmd.env(env::NOFILE_SOFT, soft.to_string());
+    }
     #[cfg(unix)]
     {
         cmd.process_group(0);
     }
-    cmd.spawn()
+    cmd.spawn().map_err(crate::limits::explain_spawn_error)
 }
 
 fn stderr_handle() -> Stdio {

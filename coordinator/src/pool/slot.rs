@@ -58,8 +58,7 @@ pub fn start(
             }
             Err(err) => {
                 let program = spec.command.program.display();
-                slot.note = Some(format!("cannot start {program}: {err}"));
-                Exit::Unknown("the process could not be created".into())
+                Exit::NotStarted(format!("cannot start a worker ({program}): {err}"))
             }
         };
         let _ = slot.events.send(Event::Exited { id, exit, note: slot.note });

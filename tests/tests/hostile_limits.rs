@@ -1,0 +1,134 @@
+//! Issue 17, resource limits a hostile (or merely ordinary) environment sets: a low process
+//! limit (`ulimit -u`) and the usual soft open-file limit (`ulimit -n`) under many workers or
+//! many connections. Each test is named after its defect.
+//!
+//! The process limit does not bind root, so its test runs powerpool as a fresh uid with no
+//! other process (root may switch to any uid); elsewhere it says it was skipped.
+
+use powerpool_tests::http::TestServer;
+use powerpool_tests::*;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Sets `resource` to `soft`/`hard` in the child before it runs.
+fn with_limit(cmd: &mut Command, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) {
+    // SAFETY: setrlimit is async-signal-safe and reads only the struct on the stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if libc::setrlimit(resource, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// The soft and hard "Max open files" of `pid`, from /proc/PID/limits.
+fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line.split_whitespace().skip(3).map(|n| n.parse::<u64>().ok());
+    Some((numbers.next()??, numbers.next()??))
+}
+
+fn one_line_naming(out: &Output, words: &[&str], what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{what}: no {word:?} in {stderr}");
+    }
+}
+
+#[test]
+fn defect_17_8_a_low_process_limit_is_one_line_naming_it_never_a_hang_or_a_panic() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED defect_17_8: needs root to run powerpool as a fresh uid");
+        return;
+    }
+    // A uid no process runs as, so that the limit counts only this run's threads.
+    let uid = 60_000 + std::process::id() % 5_000;
+    let mut refused = 0;
+    for limit in 1..=10u64 {
+        for args in [
+            vec!["map", "square", "--range", "0..50000", "--workers", "2"],
+            vec!["fetch", "http://127.0.0.1:1/"],
+        ] {
+            let mut cmd = powerpool(&args);
+            cmd.uid(uid).gid(uid).env("TMPDIR", "/tmp").env_remove("XDG_RUNTIME_DIR");
+            with_limit(&mut cmd, libc::RLIMIT_NPROC, limit, limit);
+            let what = format!("ulimit -u {limit}: {}", args.join(" "));
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("internal error"), "{what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+            match out.status.code() {
+                Some(1) => {
+                    refused += 1;
+                    one_line_naming(&out, &["ulimit -u", &limit.to_string()], &what);
+                }
+                Some(0) => assert_eq!(out.stdout, squares_lines(0, 50000), "{what}"),
+                Some(3) => assert!(args[0] == "fetch", "{what}: {stderr}"), // port 1 refuses
+                other => panic!("{what}: exit {other:?}: {stderr}"),
+            }
+        }
+    }
+    assert!(refused >= 4, "the lowest limits are refused up front");
+}
+
+#[test]
+fn defect_17_14_many_workers_under_a_low_file_limit_run_with_one_warning() {
+    let mut cmd = powerpool(["map", "square", "--range", "0..100000", "--workers", "512"]);
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 200, 200);
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 100000));
+    one_line_naming(&out, &["open-file limit is 200", "ulimit -n", "512 workers"], "workers");
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+}
+
+#[test]
+fn defect_17_14_many_connections_under_a_low_file_limit_are_capped_with_one_warning() {
+    let server = TestServer::start();
+    let dir = TempDir::new("nofile-fetch");
+    let list = dir.0.join("urls.txt");
+    let url = format!("{}\n", server.url("/ok/10"));
+    std::fs::write(&list, url.repeat(3000)).expect("writes");
+    let mut cmd = powerpool(["fetch", "--concurrency", "3000", "--from"]);
+    cmd.arg(&list);
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 256, 256);
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("200 10 ")).count(), 3000, "{stderr}");
+    one_line_naming(&out, &["open-file limit is 256", "3000 requests"], "fetch");
+}
+
+#[test]
+fn defect_17_14_the_soft_file_limit_is_raised_for_the_coordinator_and_restored_for_workers() {
+    let mut cmd = powerpool(["map", "slow-square", "--range", "0..100000", "--workers", "2"]);
+    cmd.args(["--chunk-size", "10"]);
+    cmd.env("POWERPOOL_TEST_TASKS", "1");
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 128, 4096);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let workers = wait_for_workers(child.id(), 2);
+    let coordinator = open_files_limit(child.id());
+    let mut seen = Vec::new();
+    let restored = wait_for(Duration::from_secs(10), || {
+        seen = workers.iter().map(|&w| open_files_limit(w)).collect();
+        seen.iter().all(|l| *l == Some((128, 4096)))
+    });
+    kill(child.id(), libc::SIGTERM);
+    assert!(wait_timeout(&mut child, Duration::from_secs(20)).is_some(), "stops on SIGTERM");
+    assert_eq!(coordinator, Some((4096, 4096)), "the coordinator raised its soft limit");
+    assert!(restored, "the workers run with the user's soft limit: {seen:?}");
+}
