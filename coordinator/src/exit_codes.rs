@@ -23,3 +23,11 @@ pub const PARTIAL: u8 = 5;
 pub const SIGINT: u8 = 130;
 /// Stopped by SIGTERM: 128 + 15.
 pub const SIGTERM: u8 = 143;
+/// Stopped by SIGHUP (the terminal went away): 128 + 1.
+pub const SIGHUP: u8 = 129;
+/// Stopped by SIGQUIT: 128 + 3.
+pub const SIGQUIT: u8 = 131;
+/// Stopped by SIGUSR1: 128 + 10.
+pub const SIGUSR1: u8 = 138;
+/// Stopped by SIGUSR2: 128 + 12.
+pub const SIGUSR2: u8 = 140;

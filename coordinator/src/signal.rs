@@ -1,4 +1,11 @@
-//! SIGINT and SIGTERM, turned into messages for the supervisor.
+//! SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2, turned into messages for the
+//! supervisor.
+//!
+//! Every signal whose default action ends the process is handled the same way, so none can end
+//! a run without its clean-up (no temporary `--output` file, no socket directory left behind):
+//! the first stops dispatch and lets the units in flight finish, a second stops at once; the
+//! exit status is 128 + the signal's number, as shells report it. (SIGKILL cannot be handled;
+//! the workers' parent-death signal and the temporary names' randomness cover it.)
 //!
 //! The supervisor only sees a channel of [`Interrupt`]s, so tests can drive it without signals
 //! and a library user can stop a run from code.
@@ -19,11 +26,8 @@ pub fn received() -> u32 {
 
 /// The last interrupt received, if any.
 pub fn last() -> Option<Interrupt> {
-    match LAST_CODE.load(Ordering::SeqCst) {
-        exit_codes::SIGINT => Some(SIGINT),
-        exit_codes::SIGTERM => Some(SIGTERM),
-        _ => None,
-    }
+    let code = LAST_CODE.load(Ordering::SeqCst);
+    HANDLED.iter().find(|i| i.code == code).copied()
 }
 
 fn count(which: Interrupt) {
@@ -42,6 +46,13 @@ pub struct Interrupt {
 
 pub const SIGINT: Interrupt = Interrupt { name: "SIGINT", code: exit_codes::SIGINT };
 pub const SIGTERM: Interrupt = Interrupt { name: "SIGTERM", code: exit_codes::SIGTERM };
+pub const SIGHUP: Interrupt = Interrupt { name: "SIGHUP", code: exit_codes::SIGHUP };
+pub const SIGQUIT: Interrupt = Interrupt { name: "SIGQUIT", code: exit_codes::SIGQUIT };
+pub const SIGUSR1: Interrupt = Interrupt { name: "SIGUSR1", code: exit_codes::SIGUSR1 };
+pub const SIGUSR2: Interrupt = Interrupt { name: "SIGUSR2", code: exit_codes::SIGUSR2 };
+
+/// Every signal [`listen`] handles.
+const HANDLED: [Interrupt; 6] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
 
 /// Listens for SIGINT and SIGTERM for as long as the returned receiver lives. Must be called
 /// inside the runtime.
@@ -50,21 +61,26 @@ pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Interrupt>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::spawn(async move {
-            loop {
-                let which = tokio::select! {
-                    Some(()) = int.recv() => SIGINT,
-                    Some(()) = term.recv() => SIGTERM,
-                    else => break,
-                };
-                count(which);
-                if tx.send(which).is_err() {
-                    break;
+        let kinds = [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+            SignalKind::quit(),
+            SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
+        ];
+        for (kind, which) in kinds.into_iter().zip(HANDLED) {
+            let mut stream = signal(kind)?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    count(which);
+                    if tx.send(which).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
     }
     #[cfg(not(unix))]
     {

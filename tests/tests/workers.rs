@@ -91,6 +91,16 @@ fn sigint_stops_the_run_with_130_and_an_exact_prefix() {
 }
 
 #[test]
+fn defect_17_chaos_sighup_sigquit_and_sigusr_stop_cleanly_too() {
+    // Their default action would end the coordinator without its clean-up.
+    for (sig, code) in
+        [(libc::SIGHUP, 129), (libc::SIGQUIT, 131), (libc::SIGUSR1, 138), (libc::SIGUSR2, 140)]
+    {
+        assert_stopped_by(sig, code);
+    }
+}
+
+#[test]
 fn workers_die_when_the_coordinator_is_sigkilled() {
     let rt = TempDir::new("orphans");
     let mut child = start_slow("0..100000", "3", &rt);
