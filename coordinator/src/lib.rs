@@ -6,8 +6,9 @@
 //! command is then a *client* of one engine, the [`pool`]: it describes a job (a task over an
 //! integer range, or over a stream of opaque items) and a pool configuration, and consumes the
 //! outcomes. `map` ([`map`]) runs a range and writes the outcomes in order ([`output`]);
-//! `fetch --process` ([`fetch`]) turns fetched bodies into items; the library ([`api`]) turns
-//! outcomes into streams. The pool imports none of them.
+//! `fetch --process` ([`fetch`]) turns fetched bodies into items; the typed library
+//! ([`typed`]) runs the caller's own functions over their own types. The pool imports none of
+//! them.
 //!
 //! Inside the pool, a private socket directory, worker processes (this very executable in its
 //! hidden `worker` mode, or `--worker-cmd`), one task per worker owning its process and
@@ -21,10 +22,11 @@
 //!
 //! # As a library
 //!
-//! [`Pool`] runs the same pool from Rust code and returns results as async streams; see
-//! [`api`]. Custom tasks live in worker binaries built on the `powerpool-worker` crate.
+//! Your own function over your own serde types, in worker processes that are this same
+//! executable: [`task!`] declares it, [`init`] (first in `main`) serves it in a worker,
+//! [`Pool`] maps it, blocking or async; see [`typed`]. Workers for `--worker-cmd` with custom
+//! integer or byte tasks are built on the `powerpool-worker` crate.
 
-pub mod api;
 pub mod chunk;
 pub mod cli;
 pub mod errors;
@@ -44,8 +46,14 @@ pub mod report;
 pub mod shard;
 pub mod signal;
 
-pub use api::{MapStream, Pool, PoolBuilder, UnorderedStream};
+pub mod typed;
+
 pub use errors::Error;
+#[doc(hidden)]
+pub use typed::__private;
+pub use typed::{
+    init, Map, MapStream, Pool, PoolBuilder, Progress, Submitted, Task, TaskError, Unordered,
+};
 
 use clap::Parser;
 use cli::{Cli, Command};

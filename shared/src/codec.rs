@@ -122,6 +122,13 @@ fn patch_length(dst: &mut BytesMut, start: usize) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// Appends `value` encoded (the same bincode configuration as messages, within the frame
+/// limit) to `out`: how typed tasks' inputs and results travel.
+pub fn encode_value<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, CONFIG)?;
+    Ok(())
+}
+
 /// Decodes one frame body into a message; the whole body must be used.
 pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, CodecError> {
     let (msg, used) = bincode::serde::decode_from_slice(body, CONFIG)?;

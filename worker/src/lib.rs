@@ -18,6 +18,8 @@ pub mod diag;
 mod fault;
 mod registry;
 mod serve;
+mod serve_typed;
+pub mod typed;
 
 pub use registry::{collatz, square, ChunkOutput, Registry};
 
@@ -42,6 +44,24 @@ pub fn main() -> ExitCode {
 
 /// Runs a worker process with the tasks of `registry`.
 pub fn main_with(registry: Registry) -> ExitCode {
+    ExitCode::from(run(registry))
+}
+
+/// Whether this process was started by a powerpool coordinator as one of its workers: the
+/// coordinator's variables are set and the coordinator is this process's parent (a process
+/// that a worker starts inherits the variables, but not the parent, so it is never taken for
+/// a worker).
+pub fn is_worker_process() -> bool {
+    std::env::var_os(powerpool_shared::env::SOCKET).is_some()
+        && std::env::var(powerpool_shared::env::COORDINATOR_PID)
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(connection::parent_is)
+}
+
+/// Runs a worker process with the tasks of `registry` (and every typed task of the program);
+/// returns its exit status.
+pub fn run(registry: Registry) -> u8 {
     connection::restore_nofile_limit();
     init_logging();
     connection::arm_parent_death_signal();
@@ -49,22 +69,21 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             eprintln!("powerpool-worker: {err}");
-            return ExitCode::from(exit::USAGE);
+            return exit::USAGE;
         }
     };
     if !connection::parent_is(config.coordinator_pid) {
         // The coordinator died before we armed the parent-death signal.
-        return ExitCode::from(exit::OK);
+        return exit::OK;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("powerpool-worker: cannot start the runtime: {err}");
-            return ExitCode::from(exit::PROTOCOL);
+            return exit::PROTOCOL;
         }
     };
-    let code = runtime.block_on(serve::run(config, registry));
-    ExitCode::from(code)
+    runtime.block_on(serve::run(config, registry))
 }
 
 /// Warnings and errors to stderr; `RUST_LOG` (which workers inherit from the coordinator) can

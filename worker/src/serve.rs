@@ -36,6 +36,9 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
 }
 
 async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnError> {
+    if session.task == crate::typed::TYPED_JOB && session.input == Input::Items {
+        return crate::serve_typed::serve(session).await;
+    }
     let job = match session.input {
         Input::Items => registry.get_bytes(&session.task).map(Job::Items),
         Input::Range(_) => registry.get(&session.task).map(Job::Range),
@@ -233,16 +236,20 @@ fn compute(
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
 /// Keeps a task's panic message for the failure report instead of printing it: the coordinator
-/// decides what the user sees.
+/// decides what the user sees. With `RUST_BACKTRACE` set, the backtrace comes with it.
 fn install_panic_capture() {
-    panic::set_hook(Box::new(|info| {
-        let text = crate::diag::panic_text(info);
+    let backtraces = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    panic::set_hook(Box::new(move |info| {
+        let mut text = crate::diag::panic_text(info);
+        if backtraces {
+            text.push_str(&format!("\nbacktrace:\n{}", std::backtrace::Backtrace::force_capture()));
+        }
         if let Ok(mut slot) = LAST_PANIC.lock() {
             *slot = Some(text);
         }
     }));
 }
 
-fn take_panic_message() -> Option<String> {
+pub(crate) fn take_panic_message() -> Option<String> {
     LAST_PANIC.lock().ok().and_then(|mut slot| slot.take())
 }

@@ -661,10 +661,12 @@ impl Engine {
     pub(super) fn release(&mut self, first: u64, end: u64, outcome: Outcome) {
         if let Kind::Items(items) = &mut self.kind {
             // An item's memory goes once its result is in.
-            for (_, item) in items.held.range(first..end) {
-                items.held_bytes -= item.len();
+            let done: Vec<u64> = items.held.range(first..end).map(|(&i, _)| i).collect();
+            for i in done {
+                if let Some(item) = items.held.remove(&i) {
+                    items.held_bytes -= item.len();
+                }
             }
-            items.held.retain(|&i, _| i < first || i >= end);
         }
         if !self.ordered {
             if self.gather.accept(first, end, Outcome::Done(Bytes::new())).is_none() {

@@ -102,7 +102,13 @@ impl Shell {
             let timer = self.engine.next_timer();
             let wants_items = self.engine.wants_items() && source.is_some();
             let event = tokio::select! {
-                Some(event) = events.recv() => event,
+                Some(event) = events.recv() => {
+                    if let Event::Exited { id, .. } = &event {
+                        // Its slot task has ended: nothing more to tell it, or wait for.
+                        self.slots.remove(id);
+                    }
+                    event
+                }
                 Some(why) = refusals.recv() => Event::ConnectionRefused(why),
                 changed = results.consumed.changed() => {
                     if changed.is_err() {
