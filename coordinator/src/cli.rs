@@ -120,6 +120,10 @@ pub struct PoolArgs {
     /// maxtasksperchild).
     #[arg(long, value_name = "N", value_parser = parse_max_tasks)]
     pub max_tasks_per_worker: Option<u64>,
+    /// Replace a worker whose resident memory passes SIZE after a unit of work (e.g. 512M,
+    /// 2G), as loky does; it finishes what it holds first.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_worker_memory: Option<u64>,
 }
 
 impl PoolArgs {
@@ -132,6 +136,7 @@ impl PoolArgs {
             (self.retries.is_some(), "--retries"),
             (self.task_timeout.is_some(), "--task-timeout"),
             (self.max_tasks_per_worker.is_some(), "--max-tasks-per-worker"),
+            (self.max_worker_memory.is_some(), "--max-worker-memory"),
         ];
         for (set, name) in flags {
             if set {

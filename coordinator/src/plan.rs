@@ -64,6 +64,7 @@ fn pool_config(args: &PoolArgs, command: WorkerCommand, keep_going: bool) -> Poo
         keep_going,
         task_timeout: args.task_timeout,
         max_tasks_per_worker: args.max_tasks_per_worker,
+        max_worker_memory: args.max_worker_memory,
         ..defaults
     }
 }

@@ -270,6 +270,27 @@ fn max_tasks_per_worker_changes_pids_and_keeps_results_exact() {
 }
 
 #[test]
+fn max_worker_memory_replaces_workers_that_grow_past_it() {
+    // Every worker grows past 1 MiB at once (a process is larger than that), so each is
+    // replaced after its first chunk and the output stays exact.
+    let out = map_fault(
+        "square",
+        "0..5000",
+        &["--workers", "2", "--chunk-size", "500", "--max-worker-memory", "1M", "-v"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, squares_lines(0, 5000));
+    let text = stderr(&out);
+    assert!(text.contains("worker passed its memory limit"), "{text}");
+    let ready = text.lines().filter(|l| l.contains("worker ready")).count();
+    assert!(ready >= 5, "workers were not replaced: {ready} started");
+    // The flag needs a size.
+    let bad =
+        run(&mut powerpool(["map", "square", "--range", "0..5", "--max-worker-memory", "lots"]));
+    assert_usage_error(&bad, "--max-worker-memory lots");
+}
+
+#[test]
 fn an_empty_range_returns_nothing_at_once_whatever_the_options() {
     let options: [&[&str]; 5] = [
         &["--keep-going"],
