@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the binaries under test, a runner with a watchdog,
 //! independent reference outputs, process inspection and a loopback HTTP server.
 
+pub mod b9;
 pub mod http;
 
 use std::io::Read;
