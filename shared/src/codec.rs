@@ -284,6 +284,20 @@ pub fn push_record(payload: &mut Vec<u8>, result: &[u8]) {
     payload.extend_from_slice(result);
 }
 
+/// How many records tile `payload` exactly (`None` if they do not): a check that allocates
+/// nothing.
+pub fn count_records(payload: &[u8]) -> Option<u64> {
+    let mut at = 0usize;
+    let mut count = 0u64;
+    while at < payload.len() {
+        let end = at.checked_add(4).filter(|&e| e <= payload.len())?;
+        let len = read_u32(payload, at) as usize;
+        at = end.checked_add(len).filter(|&e| e <= payload.len())?;
+        count += 1;
+    }
+    Some(count)
+}
+
 /// Splits the payload of an items job's `Done` into its records, without copying; an error if
 /// the records do not tile the payload exactly.
 pub fn split_records(payload: &Bytes) -> Result<Vec<Bytes>, CodecError> {

@@ -261,11 +261,13 @@ proptest! {
         for r in &results {
             push_record(&mut payload, r);
         }
+        prop_assert_eq!(count_records(&payload), Some(results.len() as u64));
         let split = split_records(&Bytes::from(payload.clone())).expect("tiles");
         let split: Vec<Vec<u8>> = split.iter().map(|b| b.to_vec()).collect();
         prop_assert_eq!(split, results);
         if !payload.is_empty() {
             payload.pop();
+            prop_assert_eq!(count_records(&payload), None);
             prop_assert!(split_records(&Bytes::from(payload)).is_err());
         }
     }

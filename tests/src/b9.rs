@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 const WORDS: [&str; 16] = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-    "juliett", "kilo", "lima", "mike", "november", "oscar", "papa",
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
+    "kilo", "lima", "mike", "november", "oscar", "papa",
 ];
 
 /// The `n` inputs, generated lazily from a fixed seed.

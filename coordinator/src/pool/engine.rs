@@ -8,6 +8,7 @@
 //! What a failure means is in `failures.rs`, on the same state.
 
 use super::gather::Gather;
+use super::held::Held;
 use super::job::{Batching, Item, Outcome, Released};
 use super::process::Exit;
 use super::restart::Restarts;
@@ -154,8 +155,7 @@ pub(super) struct Items {
     pub batch_items: u64,
     /// Measured cost of one item (an average over recent units), with a time target.
     pub per_item: Option<Duration>,
-    pub held: BTreeMap<u64, Item>,
-    pub held_bytes: usize,
+    pub held: Held,
     /// Items received so far (the next one's index).
     pub pulled: u64,
     pub ended: bool,
@@ -217,8 +217,11 @@ pub struct Engine {
     done: bool,
     pub(super) stats: Stats,
     pub(super) actions: Vec<Action>,
-    /// How long recent units ran, for the stall report's median.
+    /// How long recent units ran, for the stall report's median, and that median.
     durations: VecDeque<Duration>,
+    median: Option<Duration>,
+    /// Units answered in all.
+    completed_total: u64,
 }
 
 impl Engine {
@@ -250,8 +253,7 @@ impl Engine {
             batching,
             batch_items,
             per_item: None,
-            held: BTreeMap::new(),
-            held_bytes: 0,
+            held: Held::default(),
             pulled: 0,
             ended: false,
             window_items,
@@ -284,6 +286,8 @@ impl Engine {
             stats: Stats::default(),
             actions: Vec::new(),
             durations: VecDeque::new(),
+            median: None,
+            completed_total: 0,
             config,
         }
     }
@@ -394,14 +398,10 @@ impl Engine {
         respawn.into_iter().chain(grace).chain(deadlines).chain(stalls).min()
     }
 
-    /// The median run time of recent units, once there are a few.
+    /// The median run time of recent units, once there are a few (kept up to date as units
+    /// are answered: the timers ask for it at every turn of the loop).
     fn median_duration(&self) -> Option<Duration> {
-        if self.durations.len() < 3 {
-            return None;
-        }
-        let mut sorted: Vec<Duration> = self.durations.iter().copied().collect();
-        sorted.sort();
-        Some(sorted[sorted.len() / 2])
+        self.median
     }
 
     /// How long a unit may run before it is reported as stalled; `None` with a task timeout
@@ -419,7 +419,7 @@ impl Engine {
         let bytes_ok = items
             .batching
             .window_bytes
-            .is_none_or(|max| items.held_bytes < max || items.held.is_empty());
+            .is_none_or(|max| items.held.bytes() < max || items.held.is_empty());
         !self.is_finished()
             && !items.ended
             && items.pulled < self.consumed.saturating_add(items.window_items)
@@ -441,8 +441,7 @@ impl Engine {
 
     fn on_item(&mut self, item: Item) {
         if let Kind::Items(items) = &mut self.kind {
-            items.held_bytes += item.len();
-            items.held.insert(items.pulled, item);
+            items.held.push(item);
             items.pulled += 1;
         }
     }
@@ -554,7 +553,9 @@ impl Engine {
                 if !w.ready || busy || assigned >= max_tasks {
                     continue;
                 }
-                let Some(unit) = self.next_unit() else { return };
+                // A worker with nothing to do gets what has arrived at once; a second unit,
+                // queued behind a running one, waits until it can be a whole batch.
+                let Some(unit) = self.next_unit(depth > 1) else { continue };
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 let dispatch = match &self.kind {
@@ -564,11 +565,7 @@ impl Engine {
                     Kind::Items(items) => Dispatch::Items {
                         tag,
                         first: unit.first,
-                        items: items
-                            .held
-                            .range(unit.first..unit.end)
-                            .map(|(_, i)| i.clone())
-                            .collect(),
+                        items: items.held.range(unit.first, unit.end),
                     },
                 };
                 let w = self.workers.get_mut(&id).expect("listed above");
@@ -583,7 +580,7 @@ impl Engine {
 
     /// The next unit: a re-run, or a new chunk within the window, or a new batch of the
     /// items at hand.
-    fn next_unit(&mut self) -> Option<Unit> {
+    fn next_unit(&mut self, whole: bool) -> Option<Unit> {
         let consumed = self.consumed;
         match &self.kind {
             Kind::Range { chunks, window, .. } => self.work.next(|first| {
@@ -591,7 +588,11 @@ impl Engine {
                 let max = (consumed / chunks.size()).saturating_add(*window).min(chunks.count());
                 (index < max).then(|| chunks.offsets(index).1)
             }),
-            Kind::Items(items) => self.work.next(|first| Some(batch_end(items, first))),
+            Kind::Items(items) => self.work.next(|first| {
+                let end = batch_end(items, first);
+                let short = end - first < items.batch_items && end == items.pulled;
+                (!(whole && short && !items.ended)).then_some(end)
+            }),
         }
     }
 
@@ -650,6 +651,18 @@ impl Engine {
                 self.durations.pop_front();
             }
             self.durations.push_back(now.saturating_duration_since(since));
+            // Sorted again every 16 units: the median moves slowly, and units may be many.
+            let stale = self.durations.len() < 16 || self.completed_total % 16 == 0;
+            self.completed_total += 1;
+            self.median = if !stale {
+                self.median
+            } else {
+                (self.durations.len() >= 3).then(|| {
+                    let mut sorted: Vec<Duration> = self.durations.iter().copied().collect();
+                    sorted.sort_unstable();
+                    sorted[sorted.len() / 2]
+                })
+            };
         }
         // Workers answer in order: the next unit starts running now.
         w.running_since = (!w.in_flight.is_empty()).then_some(now);
@@ -661,12 +674,7 @@ impl Engine {
     pub(super) fn release(&mut self, first: u64, end: u64, outcome: Outcome) {
         if let Kind::Items(items) = &mut self.kind {
             // An item's memory goes once its result is in.
-            let done: Vec<u64> = items.held.range(first..end).map(|(&i, _)| i).collect();
-            for i in done {
-                if let Some(item) = items.held.remove(&i) {
-                    items.held_bytes -= item.len();
-                }
-            }
+            items.held.release(first, end);
         }
         if !self.ordered {
             if self.gather.accept(first, end, Outcome::Done(Bytes::new())).is_none() {
@@ -751,7 +759,7 @@ fn batch_end(items: &Items, first: u64) -> u64 {
     let mut end = first;
     let mut bytes = 0usize;
     while end < items.pulled && end - first < items.batch_items.max(1) {
-        let len = items.held.get(&end).map_or(0, Item::len);
+        let len = items.held.get(end).map_or(0, Item::len);
         if end > first && bytes.saturating_add(len) > items.batching.max_bytes {
             break;
         }
@@ -791,7 +799,7 @@ fn output_fits(kind: &Kind, unit: Unit, items: u64, output: &Bytes) -> bool {
         }
         Kind::Range { format: Format::Bin, .. } => len == items * 16,
         Kind::Range { format: Format::Sum, .. } => len == 32,
-        Kind::Items(_) => codec::split_records(output).is_ok_and(|r| r.len() as u64 == items),
+        Kind::Items(_) => codec::count_records(output) == Some(items),
     }
 }
 

@@ -44,19 +44,36 @@ pub struct Batching {
 }
 
 /// One item: bytes, held as the pieces they arrived in (a fetched body is never copied into
-/// one buffer). Cloning is cheap: the pieces are reference-counted, so a retry or a bisection
-/// sends the same memory again.
+/// one buffer). Cloning is cheap (a reference count), so a retry or a bisection sends the same
+/// memory again; an item of one piece costs no allocation of its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Item {
-    pieces: Vec<Bytes>,
+    repr: Repr,
     len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    One(Bytes),
+    Many(std::sync::Arc<[Bytes]>),
+}
+
+impl Default for Repr {
+    fn default() -> Repr {
+        Repr::One(Bytes::new())
+    }
 }
 
 impl Item {
     /// An item made of `pieces`, in order.
-    pub fn from_pieces(pieces: Vec<Bytes>) -> Item {
+    pub fn from_pieces(mut pieces: Vec<Bytes>) -> Item {
         let len = pieces.iter().map(Bytes::len).sum();
-        Item { pieces, len }
+        let repr = match pieces.len() {
+            0 => Repr::One(Bytes::new()),
+            1 => Repr::One(pieces.swap_remove(0)),
+            _ => Repr::Many(pieces.into()),
+        };
+        Item { repr, len }
     }
 
     pub fn len(&self) -> usize {
@@ -69,13 +86,21 @@ impl Item {
 
     /// The pieces, in order.
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        self.pieces.iter().map(|p| &p[..])
+        let many: &[Bytes] = match &self.repr {
+            Repr::One(_) => &[],
+            Repr::Many(pieces) => pieces,
+        };
+        let one = match &self.repr {
+            Repr::One(bytes) => Some(&bytes[..]),
+            Repr::Many(_) => None,
+        };
+        one.into_iter().chain(many.iter().map(|p| &p[..]))
     }
 }
 
 impl From<Bytes> for Item {
     fn from(bytes: Bytes) -> Item {
-        Item::from_pieces(vec![bytes])
+        Item { len: bytes.len(), repr: Repr::One(bytes) }
     }
 }
 

@@ -16,6 +16,7 @@ mod config;
 mod engine;
 mod failures;
 mod gather;
+mod held;
 mod job;
 mod listener;
 mod process;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use powerpool_shared::codec;
 use powerpool_worker::typed::{round_trips, UNSUPPORTED};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -45,6 +45,69 @@ impl Progress {
 
 type Hook = Box<dyn FnMut(&Progress) + Send>;
 
+/// Answers waiting to be handed back, by place: a ring from the oldest place not handed
+/// back, and the order they arrived in (for unordered calls). Every step is O(1).
+#[derive(Debug, Default)]
+struct Pending {
+    base: u64,
+    slots: VecDeque<Slot>,
+    arrived: VecDeque<u64>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Waiting,
+    Ready(Answer),
+    Taken,
+}
+
+impl Pending {
+    fn insert(&mut self, seq: u64, answer: Answer) {
+        let Some(at) = seq.checked_sub(self.base).and_then(|a| usize::try_from(a).ok()) else {
+            return;
+        };
+        while self.slots.len() <= at {
+            self.slots.push_back(Slot::Waiting);
+        }
+        if matches!(self.slots[at], Slot::Waiting) {
+            self.slots[at] = Slot::Ready(answer);
+            self.arrived.push_back(seq);
+        }
+    }
+
+    /// The answer of the oldest place not handed back, if it arrived.
+    fn take_first(&mut self) -> Option<(u64, Answer)> {
+        if !matches!(self.slots.front(), Some(Slot::Ready(_))) {
+            return None;
+        }
+        self.take_at(self.base)
+    }
+
+    /// The answer that arrived first and was not handed back.
+    fn take_any(&mut self) -> Option<(u64, Answer)> {
+        while let Some(seq) = self.arrived.pop_front() {
+            if let Some(taken) = self.take_at(seq) {
+                return Some(taken);
+            }
+        }
+        None
+    }
+
+    fn take_at(&mut self, seq: u64) -> Option<(u64, Answer)> {
+        let at = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let slot = self.slots.get_mut(at)?;
+        if !matches!(slot, Slot::Ready(_)) {
+            return None;
+        }
+        let Slot::Ready(answer) = std::mem::replace(slot, Slot::Taken) else { return None };
+        while matches!(self.slots.front(), Some(Slot::Taken)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some((seq, answer))
+    }
+}
+
 /// The state every kind of call shares.
 pub(super) struct Call {
     inner: Arc<Inner>,
@@ -55,10 +118,12 @@ pub(super) struct Call {
     /// Items pushed; items handed back; answers waiting to be handed back.
     sent: u64,
     taken: u64,
-    pending: BTreeMap<u64, Answer>,
+    pending: Pending,
     /// Items pushed and not yet sent to the feeder, from `sent - buffer.len()`.
     buffer: Vec<Bytes>,
     checked: bool,
+    /// The largest encoded item so far.
+    item_size: usize,
     failed: u64,
     started: Instant,
     hook: Option<(Hook, Instant)>,
@@ -85,9 +150,10 @@ impl Call {
             rx,
             sent: 0,
             taken: 0,
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
             buffer: Vec::new(),
             checked: false,
+            item_size: 64,
             failed: 0,
             started: Instant::now(),
             hook: None,
@@ -111,7 +177,8 @@ impl Call {
     /// Encodes one input; the first is checked to come back unchanged through the codec, so
     /// a type it cannot carry fails here, naming the task, never as a wrong value.
     pub fn push<T: Serialize + DeserializeOwned>(&mut self, input: &T) {
-        let mut item = self.index.to_le_bytes().to_vec();
+        let mut item = Vec::with_capacity(self.item_size);
+        item.extend_from_slice(&self.index.to_le_bytes());
         let encoded = codec::encode_value(input, &mut item).map_err(|e| e.to_string());
         let checked = encoded.and_then(|()| match self.checked {
             true => Ok(()),
@@ -128,6 +195,8 @@ impl Call {
             self.pending.insert(index, Answer::Failed(reason));
             return;
         }
+        // The next buffer starts the size of this one: encoding grows no buffer twice.
+        self.item_size = self.item_size.max(item.len());
         self.buffer.push(Bytes::from(item));
         if self.buffer.len() >= SEND_BATCH {
             self.flush();
@@ -156,17 +225,13 @@ impl Call {
     /// Keeps answers that arrived.
     pub fn store(&mut self, answers: Vec<(u64, Answer)>) {
         for (seq, answer) in answers {
-            self.pending.entry(seq).or_insert(answer);
+            self.pending.insert(seq, answer);
         }
     }
 
     /// The next answer in input order, if it arrived; or any answer that arrived.
     pub fn take(&mut self, ordered: bool) -> Option<(u64, Answer)> {
-        let next = if ordered {
-            self.pending.remove(&self.taken).map(|a| (self.taken, a))
-        } else {
-            self.pending.pop_first()
-        };
+        let next = if ordered { self.pending.take_first() } else { self.pending.take_any() };
         if let Some((_, answer)) = &next {
             self.taken += 1;
             self.failed += u64::from(matches!(answer, Answer::Failed(_)));
@@ -235,5 +300,38 @@ impl Call {
                      submit(..).await"
                 .to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(n: u8) -> Answer {
+        Answer::Done(Bytes::from(vec![n]))
+    }
+
+    fn seq(x: Option<(u64, Answer)>) -> Option<u64> {
+        x.map(|(s, _)| s)
+    }
+
+    #[test]
+    fn pending_answers_come_out_in_order_or_as_they_arrived() {
+        let mut p = Pending::default();
+        p.insert(2, done(2));
+        p.insert(0, done(0));
+        assert_eq!(seq(p.take_first()), Some(0));
+        assert_eq!(seq(p.take_first()), None, "1 has not arrived");
+        p.insert(1, done(1));
+        assert_eq!(seq(p.take_first()), Some(1));
+        assert_eq!(seq(p.take_first()), Some(2));
+        assert_eq!(p.base, 3);
+        let mut p = Pending::default();
+        p.insert(5, done(5));
+        p.insert(3, done(3));
+        p.insert(3, done(9));
+        assert_eq!(seq(p.take_any()), Some(5), "as they arrived");
+        assert_eq!(seq(p.take_any()), Some(3));
+        assert_eq!(seq(p.take_any()), None, "an answer comes out once");
     }
 }

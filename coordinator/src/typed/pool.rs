@@ -119,8 +119,9 @@ impl PoolBuilder {
         self
     }
 
-    /// How many items one call may have sent and not yet handed back (default 8192): the
-    /// bound on a call's memory, whatever its input's length.
+    /// How many items one call may have sent and not yet handed back (default 32768, enough
+    /// to keep two workers' pipelines of full batches busy): the bound on a call's memory,
+    /// whatever its input's length.
     pub fn window(mut self, n: usize) -> Self {
         self.window = Some(n);
         self
@@ -170,7 +171,7 @@ impl PoolBuilder {
                 target: Some(Duration::from_millis(2)),
             },
         };
-        Pool::start(config, batching, self.window.unwrap_or(8192))
+        Pool::start(config, batching, self.window.unwrap_or(32768))
     }
 }
 

@@ -86,15 +86,20 @@ fn floor(n: u64, out: &mut impl Write) {
     loop {
         // Two batches in flight per child: one computing, one waiting in its socket.
         while in_flight.len() < 4 && input.peek().is_some() {
+            // [total length][count] then each [length][bytes]: the child reads it in one go.
             buf.clear();
-            let batch: Vec<String> = input.by_ref().take(BATCH).collect();
-            buf.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-            for s in &batch {
+            buf.extend_from_slice(&[0; 8]);
+            let mut count = 0u32;
+            for s in input.by_ref().take(BATCH) {
                 buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
                 buf.extend_from_slice(s.as_bytes());
+                count += 1;
             }
+            let total = (buf.len() - 8) as u32;
+            buf[..4].copy_from_slice(&total.to_le_bytes());
+            buf[4..8].copy_from_slice(&count.to_le_bytes());
             parents[turn].write_all(&buf).expect("sends");
-            in_flight.push_back((turn, batch.len()));
+            in_flight.push_back((turn, count as usize));
             turn = 1 - turn;
         }
         let Some((child, count)) = in_flight.pop_front() else { break };
@@ -110,17 +115,19 @@ fn floor(n: u64, out: &mut impl Write) {
 
 fn serve(mut conn: UnixStream) {
     let work = work();
-    let mut len = [0u8; 4];
+    let mut head = [0u8; 8];
     let mut results = Vec::new();
-    let mut text = Vec::new();
-    while conn.read_exact(&mut len).is_ok() {
-        let count = u32::from_le_bytes(len);
+    let mut batch = Vec::new();
+    while conn.read_exact(&mut head).is_ok() {
+        let total = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        batch.resize(total, 0);
+        conn.read_exact(&mut batch).expect("reads");
         results.clear();
-        for _ in 0..count {
-            conn.read_exact(&mut len).expect("reads");
-            text.resize(u32::from_le_bytes(len) as usize, 0);
-            conn.read_exact(&mut text).expect("reads");
-            let s = std::str::from_utf8(&text).expect("ascii");
+        let mut at = 0;
+        while at < batch.len() {
+            let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let s = std::str::from_utf8(&batch[at + 4..at + 4 + len]).expect("ascii");
+            at += 4 + len;
             let (words, hash) = compute(s, work);
             results.extend_from_slice(&words.to_le_bytes());
             results.extend_from_slice(&hash.to_le_bytes());
