@@ -38,12 +38,19 @@ pub async fn run(
             tracing::warn!("the joblog is incomplete: {err}");
         }
     }
-    if result.is_ok() {
+    // The map itself finished: its faults are told whether or not a --fetch failed beside it.
+    let map_finished = matches!(result, Ok(()) | Err(Error::FetchFailed { .. }));
+    if map_finished {
         report_faults(&stats);
     }
     let result = match (result, stats.failed_count) {
         (Ok(()), 0) => Ok(()),
-        (Ok(()), failed) => Err(Error::Partial { failed }),
+        // Missing results (5) weigh more than a failed fetch beside a complete map (3); the
+        // failed fetches were each told on stderr as they ended.
+        (Ok(()) | Err(Error::FetchFailed { .. }), failed) if failed > 0 => {
+            Err(Error::Partial { failed })
+        }
+        (Ok(()), _) => Ok(()),
         (Err(err), _) => Err(err),
     };
     if let Some(path) = &plan.report {

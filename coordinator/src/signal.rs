@@ -54,6 +54,16 @@ pub const SIGUSR2: Interrupt = Interrupt { name: "SIGUSR2", code: exit_codes::SI
 /// Every signal [`listen`] handles.
 const HANDLED: [Interrupt; 6] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
 
+/// Whether `sig` was set to be ignored when the process started (before any handler of ours).
+#[cfg(unix)]
+fn ignored_at_start(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// Listens for SIGINT and SIGTERM for as long as the returned receiver lives. Must be called
 /// inside the runtime.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Interrupt>> {
@@ -70,6 +80,11 @@ pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Interrupt>> {
             SignalKind::user_defined2(),
         ];
         for (kind, which) in kinds.into_iter().zip(HANDLED) {
+            // A signal our parent set to be ignored stays ignored (`nohup`, a background job
+            // of a non-interactive shell): the user asked for it to have no effect.
+            if ignored_at_start(kind.as_raw_value()) {
+                continue;
+            }
             let mut stream = signal(kind)?;
             let tx = tx.clone();
             tokio::spawn(async move {

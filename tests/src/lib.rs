@@ -55,7 +55,32 @@ where
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null());
+    with_default_signals(&mut cmd);
     cmd
+}
+
+/// Gives the child the default action for the signals powerpool handles: a test runner
+/// started in the background of a non-interactive shell ignores SIGINT and SIGQUIT, and
+/// powerpool keeps a signal ignored at start ignored (as `nohup` expects), which tests of
+/// those signals must not inherit.
+pub fn with_default_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec this only calls signal(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `cmd` to completion, killing it and failing the test after `timeout`.

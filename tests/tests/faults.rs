@@ -175,6 +175,19 @@ fn defect_17_18_on_fail_mark_keeps_line_n_for_input_n() {
 }
 
 #[test]
+fn keep_going_with_a_failed_fetch_beside_it_still_lists_the_failed_inputs_and_exits_5() {
+    let out = map_fault(
+        "fault-panic@3,5",
+        "0..8",
+        &["--keep-going", "--retries", "0", "--fetch", "http://127.0.0.1:1/"],
+    );
+    assert_eq!(out.status.code(), Some(5), "missing results weigh more: {}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("failed input 3") && text.contains("failed input 5"), "{text}");
+    assert!(text.contains("fetch: ERR:"), "the failed fetch is told too: {text}");
+}
+
+#[test]
 fn keep_going_sums_and_files_what_it_could_compute() {
     let dir = TempDir::new("keep");
     let path = dir.0.join("sum.txt");

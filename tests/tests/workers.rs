@@ -229,3 +229,28 @@ fn workers_killed_again_and_again_lose_and_double_nothing() {
     assert_eq!(out.stdout, squares_lines(0, 3000), "exact after {} kills", killed.len());
     assert!(stderr.contains("worker(s) restarted"), "{stderr}");
 }
+
+#[test]
+fn a_signal_ignored_at_start_stays_ignored_as_nohup_expects() {
+    use std::os::unix::process::CommandExt;
+    let rt = TempDir::new("nohup");
+    let mut cmd = powerpool(["map", "slow-square", "--range", "0..1500", "--workers", "2"]);
+    cmd.env("POWERPOOL_TEST_TASKS", "1").env("XDG_RUNTIME_DIR", &rt.0);
+    // SAFETY: between fork and exec, only signal(2). Runs after the helper's reset.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let _ = wait_for_workers(child.id(), 2);
+    kill(child.id(), libc::SIGHUP);
+    let out = wait_output(child, TIMEOUT);
+    assert!(out.status.success(), "SIGHUP was ignored at start: {:?}", out.status);
+    assert_eq!(out.stdout, squares_lines(0, 1500));
+}

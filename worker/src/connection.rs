@@ -44,6 +44,10 @@ impl Config {
         let coordinator_pid = var(env::COORDINATOR_PID)?
             .parse()
             .map_err(|_| ConfigError::Malformed(env::COORDINATOR_PID))?;
+        // What a task starts must not inherit the secret, nor be taken for a worker.
+        for name in [env::SOCKET, env::TOKEN, env::WORKER_ID, env::COORDINATOR_PID] {
+            std::env::remove_var(name);
+        }
         Ok(Config { socket, token, worker_id, coordinator_pid })
     }
 }

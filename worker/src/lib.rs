@@ -48,15 +48,13 @@ pub fn main_with(registry: Registry) -> ExitCode {
 }
 
 /// Whether this process was started by a powerpool coordinator as one of its workers: the
-/// coordinator's variables are set and the coordinator is this process's parent (a process
-/// that a worker starts inherits the variables, but not the parent, so it is never taken for
-/// a worker).
+/// coordinator's variables are set. Whether that coordinator is still alive does not matter:
+/// a worker whose coordinator is gone exits in [`run`], it never goes on as the program
+/// itself. (A worker removes the variables once read, so what it starts never inherits them.)
 pub fn is_worker_process() -> bool {
     std::env::var_os(powerpool_shared::env::SOCKET).is_some()
-        && std::env::var(powerpool_shared::env::COORDINATOR_PID)
-            .ok()
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(connection::parent_is)
+        && std::env::var_os(powerpool_shared::env::COORDINATOR_PID).is_some()
+        && std::env::var_os(powerpool_shared::env::WORKER_ID).is_some()
 }
 
 /// Runs a worker process with the tasks of `registry` (and every typed task of the program);

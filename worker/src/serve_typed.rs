@@ -81,6 +81,20 @@ async fn run_batch(
             let failed = ChunkFailed { chunk: tag, item, reason };
             return Ok(session.writer.send(&FromWorker::Failed(failed)).await?);
         }
+        if records.len() + 4 + result.len() > codec::MAX_FRAME {
+            // One frame answers a batch: a result that would not fit fails here, named, and
+            // the coordinator runs it again alone (where it fits, or fails for good).
+            let reason = format!(
+                "its result of {} bytes (with the batch's before it) passes the {} MiB a frame \
+                 carries",
+                result.len(),
+                codec::MAX_FRAME >> 20
+            );
+            let index = (first != u64::MAX).then(|| first.saturating_add(i as u64));
+            let item = index.and_then(|x| i64::try_from(x).ok());
+            let failed = ChunkFailed { chunk: tag, item, reason };
+            return Ok(session.writer.send(&FromWorker::Failed(failed)).await?);
+        }
         codec::push_record(records, &result);
         if last_frame.elapsed() >= PROGRESS_EVERY && i + 1 < items.len() {
             let done = (i + 1) as u64;

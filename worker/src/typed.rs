@@ -95,8 +95,13 @@ pub const UNSUPPORTED: &str = "bincode is not self-describing: `#[serde(flatten)
     round-trip";
 
 fn decode_input<T: DeserializeOwned>(name: &str, input: &[u8]) -> Result<T, String> {
-    codec::decode(input)
-        .map_err(|e| format!("task {name}: cannot decode its input ({e}); {UNSUPPORTED}"))
+    codec::decode(input).map_err(|e| {
+        if input.len() >= codec::MAX_FRAME {
+            format!("task {name}: its input passes the {} MiB limit", codec::MAX_FRAME >> 20)
+        } else {
+            format!("task {name}: cannot decode its input ({e}); {UNSUPPORTED}")
+        }
+    })
 }
 
 /// Encodes a result; the first one of each task in each worker is decoded and encoded again,

@@ -246,8 +246,8 @@ impl Engine {
 
     /// An engine for an items job, with its first workers started.
     pub fn items(batching: Batching, config: PoolConfig, ordered: bool, now: Instant) -> Engine {
-        let window_items =
-            (config.workers * (PIPELINE_DEPTH + 1)) as u64 * batching.max_items.max(1);
+        let window_items = ((config.workers * (PIPELINE_DEPTH + 1)) as u64)
+            .saturating_mul(batching.max_items.max(1));
         let batch_items = if batching.target.is_some() { 1 } else { batching.max_items };
         let items = Items {
             batching,
@@ -387,7 +387,7 @@ impl Engine {
             self.workers
                 .values()
                 .filter(|w| w.timed_out.is_none())
-                .filter_map(move |w| w.running_since.map(|at| at + limit))
+                .filter_map(move |w| w.running_since.and_then(|at| at.checked_add(limit)))
         });
         let stalls = self.stall_after().into_iter().flat_map(|after| {
             self.workers
@@ -463,7 +463,8 @@ impl Engine {
         let Some(limit) = self.config.task_timeout else { return };
         let mut overdue = Vec::new();
         for (&id, w) in &mut self.workers {
-            let due = w.running_since.is_some_and(|at| now >= at + limit);
+            let due =
+                w.running_since.and_then(|at| at.checked_add(limit)).is_some_and(|d| now >= d);
             if due && w.timed_out.is_none() {
                 let what = w
                     .in_flight

@@ -17,9 +17,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// version's to be read and told about the mismatch. Anything longer is refused from its length
 /// prefix, so a connection that has not authenticated cannot make us hold 16 MiB.
 const MAX_HELLO_FRAME: usize = 256;
-/// Connections in their handshake at once; past this the oldest is dropped. Workers finish
-/// theirs in milliseconds, so only silent or slow strangers are ever dropped.
-const MAX_HANDSHAKES: usize = 128;
+/// Connections in their handshake at once, at least (twice the pool's workers if more); past
+/// this the oldest is dropped. Workers finish theirs in milliseconds, so only silent or slow
+/// strangers are ever dropped, however many workers start at once.
+const MIN_HANDSHAKES: usize = 128;
 
 /// A new per-run secret from the OS random source.
 pub fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
@@ -57,21 +58,30 @@ pub async fn accept_loop(
     token: [u8; TOKEN_LEN],
     mut registrations: mpsc::UnboundedReceiver<Registration>,
     refusals: mpsc::UnboundedSender<String>,
+    workers: usize,
 ) {
     use interprocess::local_socket::traits::tokio::Listener as _;
+    let max_handshakes = MIN_HANDSHAKES.max(workers.saturating_mul(2));
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
     let mut waiting: HashMap<u64, Registration> = HashMap::new();
     let mut pending: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
     loop {
         tokio::select! {
+            // Registrations first: a slot registers before its worker can possibly connect,
+            // so its checked connection must never be looked at before it.
+            biased;
+            Some(slot) = registrations.recv() => {
+                waiting.retain(|_, s| !s.conn.is_closed());
+                waiting.insert(slot.worker_id, slot);
+            }
             accepted = listener.accept() => match accepted {
                 Ok(stream) => {
                     pending.retain(|task| !task.is_finished());
-                    if pending.len() >= MAX_HANDSHAKES {
+                    if pending.len() >= max_handshakes {
                         if let Some(oldest) = pending.pop_front() {
                             oldest.abort();
                             let _ = refusals.send(format!(
-                                "dropped the oldest of {MAX_HANDSHAKES} connections still in \
+                                "dropped the oldest of {max_handshakes} connections still in \
                                  their handshake"
                             ));
                         }
@@ -91,10 +101,6 @@ pub async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
-            Some(slot) = registrations.recv() => {
-                waiting.retain(|_, s| !s.conn.is_closed());
-                waiting.insert(slot.worker_id, slot);
-            }
             Some(verdict) = checked.recv() => match verdict {
                 Ok(auth) => match waiting.get(&auth.worker_id) {
                     // Only the process the slot started (or one in its process group, for a

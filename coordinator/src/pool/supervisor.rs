@@ -38,7 +38,13 @@ pub async fn run(
     };
     let (register_tx, register_rx) = mpsc::unbounded_channel();
     let (refusals_tx, mut refusals) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(listener::accept_loop(listener, token, register_rx, refusals_tx));
+    let accept = tokio::spawn(listener::accept_loop(
+        listener,
+        token,
+        register_rx,
+        refusals_tx,
+        job.config.workers,
+    ));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let Job { task, work, config, ordered } = job;
     let spec = SpawnSpec {

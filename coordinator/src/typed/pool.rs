@@ -144,8 +144,34 @@ impl PoolBuilder {
                 pool::MAX_WORKERS
             )));
         }
-        if self.batch_size == Some(0) || self.window == Some(0) {
-            return Err(Error::Usage("batch_size and window must be at least 1".to_owned()));
+        // The command line's bounds, so that no setting can overflow or wedge the pool.
+        let bad = |what: String| Err(Error::Usage(what));
+        if let Some(n) = self.batch_size.filter(|&n| n == 0 || n > 1 << 20) {
+            return bad(format!("batch_size must be from 1 to 1048576, not {n}"));
+        }
+        if let Some(n) = self.window.filter(|&n| n == 0 || n > 1 << 24) {
+            return bad(format!("window must be from 1 to 16777216, not {n}"));
+        }
+        if let Some(d) = self
+            .task_timeout
+            .filter(|d| *d < Duration::from_millis(1) || *d > crate::cli::MAX_DURATION)
+        {
+            return bad(format!("task_timeout must be from 1 ms to 24 h, not {d:?}"));
+        }
+        if let Some(n) = self.retries.filter(|&n| n > 100) {
+            return bad(format!("retries must be at most 100, not {n}"));
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return bad("max_tasks_per_worker must be at least 1".to_owned());
+        }
+        if let Some(n) = self.max_worker_memory.filter(|&n| n < 1 << 20) {
+            return bad(format!("max_worker_memory must be at least 1 MiB, not {n} bytes"));
+        }
+        for (key, value) in &self.env {
+            let (k, v) = (key.as_encoded_bytes(), value.as_encoded_bytes());
+            if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
+                return bad(format!("worker_env {key:?}={value:?} is not an environment variable"));
+            }
         }
         let program = std::env::current_exe()
             .map_err(|e| Error::Usage(format!("cannot find this program's own path: {e}")))?;
@@ -209,9 +235,19 @@ impl Pool {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        let routes = Routes::default();
+        let thread_routes = routes.clone();
         let thread = std::thread::Builder::new()
             .name("powerpool".into())
-            .spawn(move || runtime.block_on(serve(config, batching, requests_rx, interrupts_rx)))
+            .spawn(move || {
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(serve(config, batching, requests_rx, interrupts_rx, routes))
+                }));
+                if served.is_err() {
+                    // A bug, never an answer: whoever waits gets an error, not a hang.
+                    thread_routes.fail_all("the pool stopped: internal error (please report it)");
+                }
+            })
             .map_err(Error::Runtime)?;
         let inner = Inner {
             requests: Mutex::new(Some(requests)),
@@ -279,8 +315,8 @@ async fn serve(
     batching: Batching,
     mut requests: mpsc::UnboundedReceiver<Batch>,
     mut interrupts: mpsc::UnboundedReceiver<Interrupt>,
+    routes: Routes,
 ) {
-    let routes = Routes::default();
     let (source_tx, source) = mpsc::channel::<Item>(1024);
     let (mut sender, receiver) = pool::results();
     let (stop_feeding, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -322,6 +358,7 @@ async fn serve(
     let _ = router.await;
     let why = match result {
         Ok(()) => "the pool was closed".to_owned(),
+        Err(crate::pool::Stop::Interrupted(_)) => "the pool was terminated".to_owned(),
         Err(stop) => format!("the pool stopped: {}", Error::from(stop)),
     };
     routes.fail_all(&why);
