@@ -80,6 +80,7 @@ fn main() {
             Err(e) => {
                 let _ = out.flush();
                 eprintln!("line_stats: {e}");
+                pool.terminate();
                 std::process::exit(1);
             }
         };
@@ -101,6 +102,8 @@ fn main() {
     let _ = out.flush();
     if let Some(why) = error.lock().ok().and_then(|mut e| e.take()) {
         eprintln!("line_stats: {why}");
+        // Workers and the socket directory go before the exit, which would skip them.
+        pool.terminate();
         std::process::exit(1);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 /// Connects, handshakes and serves chunks until told to stop; returns the exit status.
 pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     install_panic_capture();
+    let config_pid = config.coordinator_pid;
     let session = match connection::handshake(&config).await {
         Ok(session) => session,
         Err(err @ (ConnError::Rejected(_) | ConnError::Untrusted(_))) => {
@@ -18,7 +19,13 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
             return exit::REFUSED;
         }
         Err(err) => {
-            tracing::error!("{err}");
+            // A coordinator that is gone (it exited while this worker started) is no error
+            // worth a line: there is no one left to serve.
+            if connection::parent_is(config_pid) {
+                tracing::error!("{err}");
+            } else {
+                tracing::debug!("{err} (the coordinator is gone)");
+            }
             return exit::PROTOCOL;
         }
     };
