@@ -219,7 +219,10 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
         }),
         (proptest::collection::vec(".{0,8}", 1..4), any::<Option<u64>>()).prop_map(
             |(argv, timeout_ms)| Input::Lines(crate::jobs::LineSpec {
-                argv: argv.into_iter().map(|w| serde_bytes::ByteBuf::from(w.into_bytes())).collect(),
+                argv: argv
+                    .into_iter()
+                    .map(|w| serde_bytes::ByteBuf::from(w.into_bytes()))
+                    .collect(),
                 timeout_ms,
                 term_grace_ms: 200,
                 window: 64,

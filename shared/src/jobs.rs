@@ -108,7 +108,10 @@ impl JobStatus {
 pub enum Captured {
     Inline(ByteBuf),
     /// Written to this file (a bare name) in the spill directory; `len` bytes.
-    Spilled { name: String, len: u64 },
+    Spilled {
+        name: String,
+        len: u64,
+    },
 }
 
 impl Captured {

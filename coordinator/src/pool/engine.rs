@@ -54,6 +54,12 @@ pub enum Event {
         id: u64,
         reason: String,
     },
+    /// The worker broke its job's contract after sending results (`map --exec`'s command
+    /// printed a line with no input outstanding): nothing after can be trusted.
+    Broken {
+        id: u64,
+        reason: String,
+    },
     /// The worker's process ended (always the last event of a worker).
     Exited {
         id: u64,
@@ -294,6 +300,10 @@ impl Engine {
                 tracing::debug!(id, "worker refused the job");
                 self.finished = Some(Err(Stop::Fatal(PoolError::JobRefused(reason))));
             }
+            Event::Broken { id, reason } => {
+                tracing::debug!(id, "worker broke its contract");
+                self.finished = Some(Err(Stop::Fatal(PoolError::Broken(reason))));
+            }
             Event::Exited { id, exit, note } => self.on_exit(id, exit, note, now),
             Event::ConnectionRefused(why) => {
                 tracing::warn!("refused a connection: {why}");
@@ -335,6 +345,11 @@ impl Engine {
         let end = self.finished.take();
         self.done |= end.is_some();
         end
+    }
+
+    /// A worker said, on its way out after the run, that its contract was broken.
+    pub fn note_broken(&mut self, reason: String) {
+        self.stats.broken.get_or_insert(reason);
     }
 
     /// What happened along the way.

@@ -494,3 +494,21 @@ fn a_unit_running_far_longer_than_its_siblings_is_reported_once_never_killed() {
     e.handle(Event::Tick, now + Duration::from_secs(30));
     assert!(e.take_actions().is_empty());
 }
+
+#[test]
+fn a_broken_contract_stops_the_run_and_one_said_on_the_way_out_is_kept() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    e.handle(Event::Items(vec![item(3)]), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let (id, _, _, _) = sends(&bring_up(&mut e, now), &chunks)[0];
+    e.handle(Event::Broken { id, reason: "two lines for one".into() }, now);
+    let end = e.take_end();
+    assert!(
+        matches!(&end, Some(Err(Stop::Fatal(PoolError::Broken(why)))) if why == "two lines for one"),
+        "{end:?}"
+    );
+    e.note_broken("first".into());
+    e.note_broken("second".into());
+    assert_eq!(e.into_stats().broken.as_deref(), Some("first"));
+}

@@ -38,6 +38,7 @@ pub enum SlotCmd {
 /// `conn` from the listener; its events go to `events`, tagged with nothing but their own id.
 pub fn start(
     id: u64,
+    number: u64,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
     listener: mpsc::UnboundedSender<Registration>,
@@ -47,7 +48,7 @@ pub fn start(
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
         let mut slot = Slot { id, cmds, events, note: None, kill_at: None };
-        let exit = match process::spawn(&spec, id) {
+        let exit = match process::spawn(&spec, id, number) {
             Ok(mut child) => {
                 let (conn_tx, conn) = oneshot::channel();
                 let pid = child.id().unwrap_or(0);
@@ -216,6 +217,10 @@ impl Slot {
             }
             Incoming::Other(FromWorker::Ready) => Event::Ready { id },
             Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
+            Incoming::Other(FromWorker::Broken(broken)) => {
+                self.note = Some(broken.reason.clone());
+                Event::Broken { id, reason: broken.reason }
+            }
             Incoming::Other(FromWorker::Fatal(fatal)) => {
                 self.note = Some(fatal.reason.clone());
                 Event::Refused { id, reason: fatal.reason }
