@@ -31,6 +31,7 @@ pub mod errors;
 pub mod exit_codes;
 pub mod fetch;
 pub mod joblog;
+pub mod lines;
 pub mod map;
 pub mod merge;
 pub mod output;
@@ -38,7 +39,9 @@ pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod report;
+pub mod run;
 pub mod shard;
+pub mod shard_run;
 pub mod signal;
 
 pub use api::{MapStream, Pool, PoolBuilder, UnorderedStream};
@@ -92,6 +95,28 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("{:<12} {:<6} {}", task.name, task.kind.name(), task.about);
             }
             Ok(())
+        }
+        Command::Map(args) if args.exec.is_some() || args.input.is_some() => {
+            let mut plan = lines::LinesPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                lines::run(plan, &mut interrupts).await
+            });
+            rt.shutdown_background();
+            result
+        }
+        Command::Run(args) => {
+            let mut plan = run::RunPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                run::run(plan, &mut interrupts).await
+            });
+            rt.shutdown_background();
+            result
         }
         Command::Map(args) => {
             let mut plan = plan::MapPlan::from_args(args)?;

@@ -97,7 +97,9 @@ impl JobStatus {
     pub fn exitval_signal(&self) -> (i32, i32) {
         match self {
             JobStatus::Exited(code) => (*code, 0),
-            JobStatus::Signalled(sig) | JobStatus::TimedOut(sig) => (-1, *sig),
+            // As GNU parallel logs them: a signal with exit value 0, a timeout with -1.
+            JobStatus::Signalled(sig) => (0, *sig),
+            JobStatus::TimedOut(sig) => (-1, *sig),
             JobStatus::CannotStart(_) => (127, 0),
         }
     }
@@ -139,6 +141,8 @@ pub struct JobOutcome {
     pub attempts: u32,
     /// The pid of the job's leader (its process group) in the last attempt; 0 if not started.
     pub pid: u32,
+    /// The slot of the worker that ran it (`{%}`).
+    pub slot: u64,
     pub stdout: Captured,
     pub stderr: Captured,
 }
@@ -185,6 +189,7 @@ mod tests {
             runtime_us: 2,
             attempts: 3,
             pid: 4,
+            slot: 5,
             stdout: Captured::Inline(ByteBuf::from(b"x\n".to_vec())),
             stderr: Captured::Spilled { name: "j1-2.err".into(), len: 99 },
         };

@@ -120,6 +120,7 @@ fn too_long() -> JobOutcome {
         runtime_us: 0,
         attempts: 1,
         pid: 0,
+        slot: 0,
         stdout: Captured::Inline(Default::default()),
         stderr: Captured::Inline(format!("powerpool: {why}\n").into_bytes().into()),
     }

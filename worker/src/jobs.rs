@@ -54,6 +54,7 @@ impl Runner {
             attempts += 1;
             let mut outcome = self.attempt(&argv).await;
             outcome.attempts = attempts;
+            outcome.slot = self.slot;
             let retry = !outcome.status.is_success()
                 && !matches!(outcome.status, JobStatus::CannotStart(_))
                 && attempts <= self.spec.retries;
@@ -169,6 +170,7 @@ impl Runner {
             runtime_us: runtime.as_micros() as u64,
             attempts: 1,
             pid,
+            slot: self.slot,
             stdout: stdout.unwrap_or_else(|e| note(format!("output lost: {e}"))),
             stderr: stderr.unwrap_or_else(|e| note(format!("powerpool: stderr lost: {e}\n"))),
         }
@@ -197,6 +199,7 @@ fn not_started(why: String) -> JobOutcome {
         runtime_us: 0,
         attempts: 1,
         pid: 0,
+        slot: 0,
         stdout: Captured::Inline(ByteBuf::new()),
         stderr: note(format!("powerpool: {why}\n")),
     }
