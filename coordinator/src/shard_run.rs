@@ -201,3 +201,74 @@ mod tests {
         assert!(RunHeader::decode(&wrong_version).unwrap_err().contains("version 2"));
     }
 }
+
+/// `merge` of run shards: every header read and every payload checksummed first (a missing,
+/// duplicated, truncated, corrupt or foreign shard is refused before anything is written), then
+/// the payloads copied in shard order to `out`.
+pub fn merge(files: &[std::path::PathBuf], out: &mut dyn Write) -> Result<(), crate::Error> {
+    use std::io::Read;
+    let bad = |p: &std::path::Path, why: &dyn std::fmt::Display| {
+        crate::Error::Merge(format!("{}: {why}", p.display()))
+    };
+    let mut shards: Vec<(std::path::PathBuf, RunHeader)> = Vec::new();
+    for path in files {
+        let mut file = File::open(path).map_err(|e| bad(path, &e))?;
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact(&mut head).map_err(|_| bad(path, &"too short for a shard header"))?;
+        let h = RunHeader::decode(&head).map_err(|e| bad(path, &e))?;
+        let size = file.metadata().map_err(|e| bad(path, &e))?.len();
+        if size != HEADER_LEN as u64 + h.payload_len {
+            return Err(bad(path, &format!("truncated or padded: {size} bytes")));
+        }
+        let mut hasher = Xxh3::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| bad(path, &e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.digest() != h.checksum {
+            return Err(bad(path, &"corrupt: the payload does not match its checksum"));
+        }
+        if let Some((first, h0)) = shards.first() {
+            if (h0.command_hash, h0.total_jobs, h0.shard.count)
+                != (h.command_hash, h.total_jobs, h.shard.count)
+            {
+                return Err(crate::Error::Merge(format!(
+                    "{} and {} belong to different runs",
+                    first.display(),
+                    path.display()
+                )));
+            }
+        }
+        shards.push((path.clone(), h));
+    }
+    shards.sort_by_key(|(_, h)| h.shard.index);
+    for pair in shards.windows(2) {
+        if pair[0].1.shard.index == pair[1].1.shard.index {
+            return Err(crate::Error::Merge(format!(
+                "shard {} given twice",
+                pair[0].1.shard.index
+            )));
+        }
+    }
+    let count = shards.first().map_or(0, |(_, h)| h.shard.count);
+    if shards.len() as u64 != count {
+        return Err(crate::Error::Merge(format!("{} of {count} run shards given", shards.len())));
+    }
+    for (path, _) in &shards {
+        let mut file = File::open(path).map_err(|e| bad(path, &e))?;
+        file.seek(SeekFrom::Start(HEADER_LEN as u64)).map_err(|e| bad(path, &e))?;
+        io::copy(&mut file, out).map_err(crate::Error::Output)?;
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` starts like a run shard.
+pub fn is_run_shard(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == MAGIC
+}
