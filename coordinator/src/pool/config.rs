@@ -23,6 +23,10 @@ pub struct PoolConfig {
     pub task_timeout: Option<Duration>,
     /// Replace each worker after this many units.
     pub max_tasks_per_worker: Option<u64>,
+    /// Units a worker may have outstanding, 1 to [`powerpool_shared::PIPELINE_DEPTH`]: 1 for
+    /// work whose units take very different times (`run`'s jobs), so that no unit waits behind
+    /// a long one while another worker is idle.
+    pub pipeline_depth: usize,
 }
 
 impl PoolConfig {
@@ -36,6 +40,7 @@ impl PoolConfig {
             keep_going: false,
             task_timeout: None,
             max_tasks_per_worker: None,
+            pipeline_depth: powerpool_shared::PIPELINE_DEPTH,
         }
     }
 }

@@ -526,14 +526,15 @@ impl Engine {
         self.actions.push(Action::Spawn { id });
     }
 
-    /// Gives idle workers units: first one each, then a second each (see `PIPELINE_DEPTH`).
+    /// Gives idle workers units: first one each, then a second each (see `PIPELINE_DEPTH`;
+    /// never more than the config's `pipeline_depth`).
     fn dispatch(&mut self, now: Instant) {
         if self.stopping.is_some() || self.is_finished() {
             return;
         }
         let max_tasks = self.config.max_tasks_per_worker.unwrap_or(u64::MAX);
         let ids: Vec<u64> = self.workers.keys().copied().collect();
-        for depth in 1..=PIPELINE_DEPTH {
+        for depth in 1..=self.config.pipeline_depth.clamp(1, PIPELINE_DEPTH) {
             for &id in &ids {
                 let w = &self.workers[&id];
                 let assigned = w.completed + w.in_flight.len() as u64;

@@ -125,6 +125,8 @@ impl RunPlan {
         // the pool's own limit only stands in for "never", which also silences stall reports
         // (jobs may rightly take very different times).
         pool.task_timeout = Some(MAX_DURATION);
+        // Jobs take very different times: none waits behind another on a busy worker.
+        pool.pipeline_depth = 1;
         Ok(RunPlan {
             template,
             input,
