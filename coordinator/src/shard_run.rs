@@ -176,32 +176,6 @@ impl Write for RunShardWriter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_round_trip_and_must_be_their_slice() {
-        let mut h = RunHeader::new(
-            Shard { index: 1, count: 3 },
-            10,
-            "echo {} and a long tail ...........................",
-        );
-        assert_eq!((h.first_job, h.jobs), (3, 3));
-        assert!(h.command.len() <= MAX_TEXT);
-        h.payload_len = 9;
-        h.checksum = 7;
-        assert_eq!(RunHeader::decode(&h.encode()), Ok(h.clone()));
-        let mut bad = h.clone();
-        bad.jobs = 4;
-        assert!(RunHeader::decode(&bad.encode()).is_err());
-        assert!(RunHeader::decode(&[0u8; 128]).is_err());
-        let mut wrong_version = h.encode();
-        wrong_version[8] = 2;
-        assert!(RunHeader::decode(&wrong_version).unwrap_err().contains("version 2"));
-    }
-}
-
 /// `merge` of run shards: every header read and every payload checksummed first (a missing,
 /// duplicated, truncated, corrupt or foreign shard is refused before anything is written), then
 /// the payloads copied in shard order to `out`.
@@ -271,4 +245,30 @@ pub fn is_run_shard(path: &std::path::Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];
     File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_must_be_their_slice() {
+        let mut h = RunHeader::new(
+            Shard { index: 1, count: 3 },
+            10,
+            "echo {} and a long tail ...........................",
+        );
+        assert_eq!((h.first_job, h.jobs), (3, 3));
+        assert!(h.command.len() <= MAX_TEXT);
+        h.payload_len = 9;
+        h.checksum = 7;
+        assert_eq!(RunHeader::decode(&h.encode()), Ok(h.clone()));
+        let mut bad = h.clone();
+        bad.jobs = 4;
+        assert!(RunHeader::decode(&bad.encode()).is_err());
+        assert!(RunHeader::decode(&[0u8; 128]).is_err());
+        let mut wrong_version = h.encode();
+        wrong_version[8] = 2;
+        assert!(RunHeader::decode(&wrong_version).unwrap_err().contains("version 2"));
+    }
 }

@@ -106,3 +106,35 @@ pub fn describe(status: std::process::ExitStatus) -> String {
         _ => format!("ended ({status})"),
     }
 }
+
+/// Copies the command's stderr to ours, a line at a time, each line prefixed.
+pub async fn pass_stderr(stderr: tokio::process::ChildStderr, prefix: String) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() != Some(&b'\n') {
+                    line.push(b'\n');
+                }
+                let mut text = Vec::with_capacity(prefix.len() + line.len());
+                text.extend_from_slice(prefix.as_bytes());
+                text.extend_from_slice(&line);
+                // One write per line: lines of different workers never interleave.
+                let _ = std::io::stderr().lock().write_all(&text);
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`; forever without one (a timer that is an `Option`, never a flag).
+pub async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -114,7 +114,7 @@ impl Runner {
             let mut timed_out = false;
             let status = tokio::select! {
                 status = job.wait() => status,
-                () = sleep_until(deadline) => {
+                () = child::sleep_until(deadline) => {
                     timed_out = true;
                     child::signal_group(pgid, libc::SIGTERM);
                     match tokio::time::timeout(grace, job.wait()).await {
@@ -202,13 +202,6 @@ fn not_started(why: String) -> JobOutcome {
         slot: 0,
         stdout: Captured::Inline(ByteBuf::new()),
         stderr: note(format!("powerpool: {why}\n")),
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

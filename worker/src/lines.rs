@@ -121,7 +121,7 @@ impl LineWorker {
             let _ = tx.send(None).await;
         });
         let prefix = format!("[worker {} pid {pid}] ", self.slot);
-        tokio::spawn(pass_stderr(stderr, prefix));
+        tokio::spawn(child::pass_stderr(stderr, prefix));
         self.running = Some(Running { child: proc, stdin, answers, pid });
         Ok(())
     }
@@ -189,7 +189,7 @@ impl LineWorker {
                         return fail(answered, why);
                     }
                 },
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = child::sleep_until(deadline), if deadline.is_some() => {
                     let limit = timeout.unwrap_or_default();
                     self.stop().await;
                     return fail(answered, format!(
@@ -310,35 +310,5 @@ impl LineWorker {
             n => format!(" with {n} lines outstanding"),
         };
         format!("`{}` (worker {}, pid {pid}) {how}{lines}", self.label, self.slot)
-    }
-}
-
-/// Copies the command's stderr to ours, a line at a time, each line prefixed.
-async fn pass_stderr(stderr: tokio::process::ChildStderr, prefix: String) {
-    use std::io::Write;
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if line.last() != Some(&b'\n') {
-                    line.push(b'\n');
-                }
-                let mut text = Vec::with_capacity(prefix.len() + line.len());
-                text.extend_from_slice(prefix.as_bytes());
-                text.extend_from_slice(&line);
-                // One write per line: lines of different workers never interleave.
-                let _ = std::io::stderr().lock().write_all(&text);
-            }
-        }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -2,8 +2,8 @@
 //! parallel's joblogs read ours, and parallel's own `--resume` accepts it:
 //!
 //! ```text
-//! Seq	Host	Starttime	JobRuntime	Send	Receive	Exitval	Signal	Command
-//! 1	:	1795672781.270	     0.002	0	2	0	0	echo a
+//! Seq<TAB>Host<TAB>Starttime<TAB>JobRuntime<TAB>Send<TAB>Receive<TAB>Exitval<TAB>Signal<TAB>Command
+//! 1<TAB>:<TAB>1795672781.270<TAB>     0.002<TAB>0<TAB>2<TAB>0<TAB>0<TAB>echo a
 //! ```
 //!
 //! `Host` is `:` (this machine), `Starttime` seconds since the epoch, `JobRuntime` seconds

@@ -7,6 +7,7 @@
 //! writes them whole, logs each job (`joblog.rs`) and counts failures. Job failures are
 //! results, not pool failures: the pool's own retries are for workers that die.
 
+mod emit;
 mod inputs;
 mod joblog;
 mod output;
