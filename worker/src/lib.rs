@@ -23,6 +23,7 @@ mod connection;
 pub mod diag;
 mod fault;
 mod jobs;
+mod ledger;
 mod lines;
 mod registry;
 mod serve;

@@ -22,10 +22,10 @@
 //! slot.
 
 use crate::child::{self, CURRENT_GROUP};
+use crate::ledger::{Ledger, Verdict};
 use powerpool_shared::codec;
 use powerpool_shared::jobs::LineSpec;
 use powerpool_shared::ChunkFailed;
-use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -147,37 +147,33 @@ impl LineWorker {
         if let Err(why) = self.start() {
             return fail(0, why);
         }
-        let window = self.spec.window.max(1) as usize;
-        let window_bytes = self.spec.window_bytes.max(1) as usize;
         let timeout = self.spec.timeout_ms.map(Duration::from_millis);
+        let mut ledger = Ledger::new(self.spec.window, self.spec.window_bytes, Instant::now());
         let run = self.running.as_mut().expect("started above");
         let mut wbuf: Vec<u8> = Vec::new();
         let mut wpos = 0;
-        let mut placed: VecDeque<Instant> = VecDeque::new();
         let (mut next, mut answered) = (0usize, 0usize);
-        let mut last_answer = Instant::now();
         while answered < items.len() {
             if wpos == wbuf.len() {
                 wbuf.clear();
                 wpos = 0;
             }
-            while next < items.len() && placed.len() < window && wbuf.len() - wpos < window_bytes {
+            while next < items.len() && ledger.has_room(wbuf.len() - wpos) {
                 wbuf.extend_from_slice(items[next]);
                 wbuf.push(b'\n');
-                placed.push_back(Instant::now());
+                ledger.place(Instant::now());
                 next += 1;
             }
-            let deadline = timeout.zip(placed.front()).map(|(t, &at)| at.max(last_answer) + t);
+            let deadline = ledger.deadline(timeout);
             tokio::select! {
                 biased;
-                answer = run.answers.recv() => match answer {
-                    Some(Some(line)) => {
-                        placed.pop_front();
+                answer = run.answers.recv() => match answer.flatten() {
+                    // Lines are placed before any can be answered: never a surplus here.
+                    Some(line) if ledger.line(Instant::now()) == Verdict::Answer => {
                         codec::push_record(records, &line);
                         answered += 1;
-                        last_answer = Instant::now();
                     }
-                    Some(None) | None => {
+                    _ => {
                         let why = self.ended("closed its output", answered, items.len()).await;
                         return fail(answered, why);
                     }
