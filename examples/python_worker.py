@@ -9,7 +9,7 @@ The protocol (the README's "For Python users" has it in full):
   stdin (UTF-8 here; any bytes but newline in general), each ending in a newline.
 - For each input line, the program writes exactly one line to stdout, in the same order, and
   nothing else: diagnostics go to stderr, which powerpool passes through, prefixed.
-- powerpool writes ahead (up to 256 lines), so the program must flush what it has computed
+- powerpool writes ahead (up to 4096 lines), so the program must flush what it has computed
   before it waits for more input: this loop flushes once per read, not once per line.
 - An exception ends the program: powerpool restarts it, retries the lines it had not answered,
   and names the line that keeps failing. So lines answered before the exception are flushed

@@ -22,11 +22,14 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 
-/// Lines in one unit, at most; and their bytes.
+/// Lines in one unit, at most; and their bytes (a line worker's units are larger: each unit
+/// boundary is a moment its command waits).
 const BATCH_LINES: u64 = 1024;
 const BATCH_BYTES: usize = 256 << 10;
+const EXEC_BATCH_LINES: u64 = 4096;
+const EXEC_BATCH_BYTES: usize = 1 << 20;
 /// Lines a line worker writes ahead of their answers.
-const EXEC_WINDOW: u32 = 256;
+const EXEC_WINDOW: u32 = 4096;
 
 mod words;
 pub use words::split_words;
@@ -151,8 +154,11 @@ pub async fn run(
     let (items_tx, items_rx) = mpsc::channel::<Item>(1024);
     let input = plan.input.clone();
     let reader = tokio::task::spawn_blocking(move || read_lines(input, &items_tx));
-    let batching =
-        Batching { max_items: BATCH_LINES, max_bytes: BATCH_BYTES, window_bytes: Some(16 << 20) };
+    let (max_items, max_bytes) = match plan.work {
+        Work::Task(_) => (BATCH_LINES, BATCH_BYTES),
+        Work::Exec(_) => (EXEC_BATCH_LINES, EXEC_BATCH_BYTES),
+    };
+    let batching = Batching { max_items, max_bytes, window_bytes: Some(16 << 20) };
     let (task, work) = match &plan.work {
         Work::Task(task) => (task.clone(), pool::Work::Items { source: items_rx, batching }),
         Work::Exec(spec) => (

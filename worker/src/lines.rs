@@ -29,7 +29,7 @@ use powerpool_shared::ChunkFailed;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
@@ -37,8 +37,8 @@ use tokio::sync::mpsc;
 /// last lines and exit.
 const DRAIN: Duration = Duration::from_millis(1500);
 
-/// One line from the command's stdout, or its end (`None`).
-pub type FromCommand = Option<Vec<u8>>;
+/// The lines that one read of the command's stdout completed, or its end (`None`).
+pub type FromCommand = Option<Vec<Vec<u8>>>;
 
 /// What became of a unit.
 #[derive(Debug)]
@@ -101,25 +101,8 @@ impl LineWorker {
         else {
             return Err("the command's pipes are missing".into());
         };
-        let (tx, answers) = mpsc::channel(1024);
-        tokio::spawn(async move {
-            let mut reader = BufReader::with_capacity(64 << 10, stdout);
-            loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        if tx.send(Some(line)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = tx.send(None).await;
-        });
+        let (tx, answers) = mpsc::channel(64);
+        tokio::spawn(read_lines(stdout, tx));
         let prefix = format!("[worker {} pid {pid}] ", self.slot);
         tokio::spawn(child::pass_stderr(stderr, prefix));
         self.running = Some(Running { child: proc, stdin, answers, pid });
@@ -168,12 +151,17 @@ impl LineWorker {
             tokio::select! {
                 biased;
                 answer = run.answers.recv() => match answer.flatten() {
-                    // Lines are placed before any can be answered: never a surplus here.
-                    Some(line) if ledger.line(Instant::now()) == Verdict::Answer => {
-                        codec::push_record(records, &line);
-                        answered += 1;
+                    Some(lines) => {
+                        let now = Instant::now();
+                        for line in lines {
+                            if ledger.line(now) == Verdict::Surplus {
+                                return UnitEnd::Broken(self.surplus("beyond the lines it was given"));
+                            }
+                            codec::push_record(records, &line);
+                            answered += 1;
+                        }
                     }
-                    _ => {
+                    None => {
                         let why = self.ended("closed its output", answered, items.len()).await;
                         return fail(answered, why);
                     }
@@ -196,7 +184,11 @@ impl LineWorker {
             }
         }
         // An answer already waiting now has no line: the results above are shifted.
-        if let Ok(Some(_)) = run.answers.try_recv() {
+        if let Ok(Some(_)) = self
+            .running
+            .as_mut()
+            .map_or(Err(mpsc::error::TryRecvError::Empty), |r| r.answers.try_recv())
+        {
             return UnitEnd::Broken(self.surplus("after the last line of a unit"));
         }
         UnitEnd::Done
@@ -231,8 +223,8 @@ impl LineWorker {
         drop(run.stdin);
         let mut extra = 0usize;
         let drained = tokio::time::timeout(DRAIN, async {
-            while let Some(Some(_)) = run.answers.recv().await {
-                extra += 1;
+            while let Some(Some(lines)) = run.answers.recv().await {
+                extra += lines.len();
             }
         })
         .await;
@@ -307,4 +299,32 @@ impl LineWorker {
         };
         format!("`{}` (worker {}, pid {pid}) {how}{lines}", self.label, self.slot)
     }
+}
+
+/// Reads the command's stdout, sending the lines each read completes (without their newline),
+/// then `None` at its end; a last line without a newline counts.
+async fn read_lines(mut stdout: tokio::process::ChildStdout, tx: mpsc::Sender<FromCommand>) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            partial.extend_from_slice(&buf[start..i]);
+            lines.push(std::mem::take(&mut partial));
+            start = i + 1;
+        }
+        partial.extend_from_slice(&buf[start..n]);
+        if !lines.is_empty() && tx.send(Some(lines)).await.is_err() {
+            return;
+        }
+    }
+    if !partial.is_empty() && tx.send(Some(vec![partial])).await.is_err() {
+        return;
+    }
+    let _ = tx.send(None).await;
 }
