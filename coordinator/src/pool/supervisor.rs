@@ -38,7 +38,9 @@ pub async fn run(
     };
     let (register_tx, register_rx) = mpsc::unbounded_channel();
     let (refusals_tx, mut refusals) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(listener::accept_loop(listener, token, register_rx, refusals_tx));
+    let workers = job.config.workers as u64;
+    let accept =
+        tokio::spawn(listener::accept_loop(listener, token, workers, register_rx, refusals_tx));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let Job { task, work, config, ordered } = job;
     let spec = SpawnSpec { command: config.command.clone(), socket, token_hex: to_hex(&token) };
@@ -144,7 +146,9 @@ impl Shell {
                 () = sleep_until(timer), if timer.is_some() => Event::Tick,
             };
             if let Event::Exited { id, .. } = &event {
+                // Its slot task has ended: the end of the run must not wait for it again.
                 self.numbers.free(*id);
+                self.slots.remove(id);
             }
             self.engine.handle(event, Instant::now());
         }
