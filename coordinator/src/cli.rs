@@ -26,7 +26,10 @@ pub enum Command {
     Map(MapArgs),
     /// GET URLs concurrently; print one line per URL, in input order.
     Fetch(FetchArgs),
-    /// Check shard files from `map --shard` and stream their results in order, as one run.
+    /// Run a command once per input (GNU parallel's interface): `run -- echo {} ::: a b c`.
+    Run(RunArgs),
+    /// Check shard files from `map --shard` or `run --shard` and stream their results in
+    /// order, as one run.
     Merge(MergeArgs),
     /// List the built-in tasks.
     Tasks,
@@ -53,11 +56,27 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct MapArgs {
-    /// The task to apply (see `powerpool tasks`).
-    pub task: String,
+    /// The task to apply (see `powerpool tasks`); none with --exec.
+    #[arg(required_unless_present = "exec")]
+    pub task: Option<String>,
     /// Half-open input range START..END, like Python's range(START, END); any i64, negative too.
     #[arg(long, value_name = "START..END", value_parser = parse_range, allow_hyphen_values = true)]
-    pub range: (i64, i64),
+    pub range: Option<(i64, i64)>,
+    /// Read the inputs from FILE (`-` for stdin), one per line, instead of a range: for byte
+    /// tasks (sha256, wc) and --exec. Each line is one item; results come one per line.
+    #[arg(long, value_name = "FILE", conflicts_with = "range")]
+    pub input: Option<PathBuf>,
+    /// Persistent line workers: each worker starts COMMAND once, writes it one input line per
+    /// item and reads back exactly one line per item (see the README's "For Python users").
+    /// COMMAND is split into words like a shell would, without running one (unless --shell).
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["task", "range"])]
+    pub exec: Option<String>,
+    /// --exec: run COMMAND with `sh -c` instead of splitting it into words.
+    #[arg(long, requires = "exec")]
+    pub shell: bool,
+    /// With --input or --exec: write results as they come instead of in input order.
+    #[arg(long)]
+    pub unordered: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
     /// Inputs per chunk [default: automatic, see the README].
@@ -97,6 +116,84 @@ pub struct MapArgs {
     /// duration, outcome), like GNU parallel's --joblog.
     #[arg(long, value_name = "PATH")]
     pub joblog: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Replacement strings (as in GNU parallel): {} the input, {.} without \
+extension, {/} basename, {//} dirname, {/.} basename without extension, {#} job number, {%} \
+worker slot, {N} the N-th argument (source, column or -n input), also {N.} {N/} {N//} {N/.}. \
+Without any, the arguments are appended. Exit status: 0 every job succeeded, 4 stopped by a \
+failed job (--halt-on-error), 5 finished with failed jobs (listed on stderr).")]
+pub struct RunArgs {
+    /// The command and its arguments, then optional `::: A B C` sources (several sources give
+    /// every combination). Put them after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+    /// Read the inputs from FILE, one per line (default: stdin, unless ::: is given).
+    #[arg(long, short = 'a', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Inputs are separated by NUL instead of newline (as from `find -print0`).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Split each input line into columns {1}, {2}... at SEP (a literal string; `\t` is a tab).
+    #[arg(long, value_name = "SEP")]
+    pub colsep: Option<String>,
+    /// Give N inputs to each job.
+    #[arg(short = 'n', long = "max-args", value_name = "N", value_parser = parse_per_job)]
+    pub max_args: Option<usize>,
+    /// Print the commands instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run each command with `sh -c`: the command words are shell text, joined by spaces, and
+    /// every replacement value is quoted for the shell.
+    #[arg(long)]
+    pub shell: bool,
+    /// Prefix each output line with the job's arguments and a tab.
+    #[arg(long)]
+    pub tag: bool,
+    /// Write each job's output as soon as it finishes instead of in input order.
+    #[arg(long, short = 'u', conflicts_with = "keep_order")]
+    pub unordered: bool,
+    /// Keep input order (the default; accepted for GNU parallel's `-k`).
+    #[arg(long, short = 'k')]
+    pub keep_order: bool,
+    /// Outputs waiting for their turn are kept in memory up to SIZE, then in temporary files.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub buffer: u64,
+    /// Stop at the first failed job (exit 4); by default every job runs (exit 5 if any failed).
+    #[arg(long)]
+    pub halt_on_error: bool,
+    /// Log every job to FILE in GNU parallel's tab-separated joblog format.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+    /// Skip the jobs --joblog FILE shows as run (GNU parallel's --resume); append to it.
+    #[arg(long, requires = "joblog")]
+    pub resume: bool,
+    /// Like --resume, but run the jobs the joblog shows as failed again.
+    #[arg(long, requires = "joblog", conflicts_with = "resume")]
+    pub resume_failed: bool,
+    /// Run only slice K of N (K from 0 to N-1) of the input lines, into a shard file for
+    /// `powerpool merge` (needs --input FILE and --output).
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard,
+          requires_all = ["input", "output"])]
+    pub shard: Option<crate::shard::Shard>,
+    /// With --shard: the shard file to write.
+    #[arg(long, short, value_name = "PATH", requires = "shard")]
+    pub output: Option<PathBuf>,
+    /// At the end, write a JSON report of the run to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+fn parse_per_job(text: &str) -> Result<usize, String> {
+    parse_count(text, 100_000).map(|n| n as usize)
 }
 
 /// The worker pool's flags, the same for every command that runs one.

@@ -17,6 +17,16 @@ pub enum Error {
     /// `--keep-going`: the run finished without some inputs, each already listed.
     #[error("{failed} input(s) failed and are missing from the output (--keep-going)")]
     Partial { failed: u64 },
+    /// `run --halt-on-error`: a job failed, so the run stopped (every output before it was
+    /// written).
+    #[error("job {seq} failed ({why}), so the run stopped (--halt-on-error)")]
+    Halted { seq: u64, why: String },
+    /// `run`: every job ran, but some failed; each was listed.
+    #[error("{failed} of {total} job(s) failed (listed above)")]
+    JobsFailed { failed: u64, total: u64 },
+    /// The input could not be read to its end.
+    #[error("{0}")]
+    Input(String),
     /// `merge`: a shard is missing, duplicated, truncated, corrupt or from another job.
     #[error("merge refused: {0}")]
     Merge(String),
@@ -45,8 +55,10 @@ impl Error {
             }
             Error::Interrupted { code, .. } => *code,
             Error::FetchFailed { .. } => exit_codes::FETCH_FAILED,
-            Error::Pool(PoolError::TaskFailed { .. }) => exit_codes::ITEM_FAILED,
-            Error::Partial { .. } => exit_codes::PARTIAL,
+            Error::Pool(PoolError::TaskFailed { .. }) | Error::Halted { .. } => {
+                exit_codes::ITEM_FAILED
+            }
+            Error::Partial { .. } | Error::JobsFailed { .. } => exit_codes::PARTIAL,
             _ => exit_codes::FAILURE,
         }
     }

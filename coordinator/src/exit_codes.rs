@@ -12,12 +12,13 @@ pub const USAGE: u8 = 2;
 /// The work itself finished, but a fetch failed (`fetch`: some URL did not answer 2xx; `map
 /// --fetch`: some fetch failed while the map's output is complete and exact).
 pub const FETCH_FAILED: u8 = 3;
-/// `map`: an input still failed after its retries, so the run stopped before it. Every result
+/// `map`: an input still failed after its retries, so the run stopped before it (`run
+/// --halt-on-error`: a job failed, so the run stopped after writing its output). Every result
 /// before that input was written (stdout) or nothing was (`--output`); stderr names the input,
 /// the failure and the worker's pid.
 pub const ITEM_FAILED: u8 = 4;
 /// `map --keep-going`: the run finished, but some inputs failed and their results are missing;
-/// stderr lists them.
+/// stderr lists them (`run`: every job ran, and the failed ones are listed).
 pub const PARTIAL: u8 = 5;
 /// Stopped by SIGINT (Ctrl-C): 128 + 2, as shells report it.
 pub const SIGINT: u8 = 130;

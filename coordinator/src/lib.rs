@@ -34,6 +34,7 @@ pub mod exit_codes;
 pub mod fetch;
 pub mod joblog;
 pub mod limits;
+pub mod lines;
 pub mod man;
 pub mod map;
 pub mod merge;
@@ -43,7 +44,9 @@ pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod report;
+pub mod run;
 pub mod shard;
+pub mod shard_run;
 pub mod signal;
 
 pub mod typed;
@@ -103,6 +106,28 @@ fn run(cli: Cli) -> Result<(), Error> {
                 text += &format!("{:<12} {:<6} {}\n", task.name, task.kind.name(), task.about);
             }
             output::write_stdout(text.as_bytes())
+        }
+        Command::Map(args) if args.exec.is_some() || args.input.is_some() => {
+            let mut plan = lines::LinesPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                lines::run(plan, &mut interrupts).await
+            });
+            rt.shutdown_background();
+            result
+        }
+        Command::Run(args) => {
+            let mut plan = run::RunPlan::from_args(args)?;
+            plan.progress = progress::wanted(quiet);
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                let mut interrupts = signal::listen().map_err(Error::Runtime)?;
+                run::run(plan, &mut interrupts).await
+            });
+            rt.shutdown_background();
+            result
         }
         Command::Map(args) => {
             let mut plan = plan::MapPlan::from_args(args)?;

@@ -37,6 +37,11 @@ pub fn run(args: MergeArgs) -> Result<(), Error> {
             )));
         }
     }
+    // Only a regular file is looked into: opening a FIFO would wait for a writer forever.
+    let regular = |f: &std::path::PathBuf| std::fs::metadata(f).is_ok_and(|m| m.is_file());
+    if args.files.first().is_some_and(|f| regular(f) && crate::shard_run::is_run_shard(f)) {
+        return merge_runs(&args);
+    }
     let shards = check(&args.files)?;
     let from = shards[0].header.format;
     let to = match args.format {
@@ -63,6 +68,29 @@ pub fn run(args: MergeArgs) -> Result<(), Error> {
         None => {
             let mut out = io::BufWriter::with_capacity(BUF, io::stdout().lock());
             emit(&shards, from, to, &mut out)?;
+            out.flush().map_err(Error::Output)
+        }
+    }
+}
+
+/// `run --shard` files: their outputs joined in shard order (no formats to convert).
+fn merge_runs(args: &MergeArgs) -> Result<(), Error> {
+    if args.format.is_some() {
+        return Err(Error::Usage("run shards hold command output: --format does not apply".into()));
+    }
+    match &args.output {
+        Some(path) => {
+            let cannot =
+                |e| Error::Usage(format!("cannot write --output '{}': {e}", path.display()));
+            let (pending, file) = PendingFile::create(path).map_err(cannot)?;
+            let mut out = io::BufWriter::with_capacity(BUF, file);
+            crate::shard_run::merge(&args.files, &mut out)?;
+            out.flush().map_err(Error::Output)?;
+            pending.commit().map_err(Error::Output)
+        }
+        None => {
+            let mut out = io::BufWriter::with_capacity(BUF, io::stdout().lock());
+            crate::shard_run::merge(&args.files, &mut out)?;
             out.flush().map_err(Error::Output)
         }
     }

@@ -56,7 +56,7 @@ pub struct ProcessPlan {
 }
 
 /// The pool configuration of `args` around `command`, with the command line's defaults.
-fn pool_config(args: &PoolArgs, command: WorkerCommand, keep_going: bool) -> PoolConfig {
+pub(crate) fn pool_config(args: &PoolArgs, command: WorkerCommand, keep_going: bool) -> PoolConfig {
     let defaults = PoolConfig::new(command);
     PoolConfig {
         workers: args.workers.unwrap_or(defaults.workers),
@@ -113,7 +113,19 @@ pub fn did_you_mean(typed: &str) -> Option<&'static str> {
 
 impl MapPlan {
     pub fn from_args(args: MapArgs) -> Result<MapPlan, Error> {
-        let worker = worker_for(&args.task, args.pool.worker_cmd.as_deref(), TaskKind::Int)?;
+        let (Some(task), Some(whole)) = (args.task.clone(), args.range) else {
+            return Err(Error::Usage(
+                "map needs --range START..END (or --input FILE for a byte task, or --exec \
+                 COMMAND)"
+                    .to_owned(),
+            ));
+        };
+        if args.unordered {
+            return Err(Error::Usage(
+                "--unordered works with --input and --exec, not with --range".to_owned(),
+            ));
+        }
+        let worker = worker_for(&task, args.pool.worker_cmd.as_deref(), TaskKind::Int)?;
         if let Some(out) = &args.output {
             check_output_path(out)?;
         }
@@ -133,7 +145,6 @@ impl MapPlan {
             OutputFormat::Sum => Format::Sum,
             OutputFormat::Bin => Format::Bin,
         };
-        let whole = args.range;
         let (start, end) = match args.shard {
             Some(shard) => {
                 let (a, b) = shard.slice(Chunks::new(whole.0, whole.1, 1).items());
@@ -164,7 +175,7 @@ impl MapPlan {
         }
         let size = args.chunk_size.unwrap_or_else(|| chunk::auto_size(len, wanted, format));
         let chunks = Chunks::new(start, end, size);
-        if args.shard.is_some() && args.task.len() > MAX_TASK_LEN {
+        if args.shard.is_some() && task.len() > MAX_TASK_LEN {
             return Err(Error::Usage(format!(
                 "--shard: the task name is longer than {MAX_TASK_LEN} bytes"
             )));
@@ -176,7 +187,7 @@ impl MapPlan {
             items: u64::try_from(chunks.items()).unwrap_or(u64::MAX),
             payload_len: 0,
             checksum: 0,
-            task: args.task.clone(),
+            task: task.clone(),
         });
         pool.workers = wanted.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX)).max(1);
         if args.timeout.is_some() && args.fetch.is_empty() {
@@ -196,7 +207,7 @@ impl MapPlan {
             process: None,
         });
         Ok(MapPlan {
-            task: args.task,
+            task,
             chunks,
             format,
             output: args.output,
@@ -282,7 +293,7 @@ pub fn format_name(format: Format) -> &'static str {
 }
 
 /// Refuses an output path that cannot be written, before any work starts.
-fn check_output_path(path: &Path) -> Result<(), Error> {
+pub(crate) fn check_output_path(path: &Path) -> Result<(), Error> {
     check_writable("--output", path)
 }
 

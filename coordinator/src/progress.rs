@@ -80,6 +80,18 @@ pub fn for_fetch(urls: u64) -> ProgressBar {
     install(styled(urls, "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} URLs {rate} {msg}"))
 }
 
+/// The bar for `run` and line inputs: items done, rate, and a length when it is known.
+pub fn for_run(items: Option<u64>) -> ProgressBar {
+    match items {
+        Some(n) => for_map(n),
+        None => {
+            let bar = styled(0, "{spinner} {elapsed_precise} {human_pos} done {per_sec} {msg}");
+            bar.set_length(u64::MAX);
+            install(bar)
+        }
+    }
+}
+
 /// Removes the bar from the screen and from [`suspend`]'s reach.
 pub fn finish() {
     if let Ok(mut slot) = BAR.lock() {

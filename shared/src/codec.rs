@@ -129,6 +129,11 @@ pub fn encode_value<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Co
     Ok(())
 }
 
+/// Encodes `msg` alone (no length prefix): a record's contents, never a frame.
+pub fn to_vec<M: Serialize>(msg: &M) -> Result<Vec<u8>, CodecError> {
+    Ok(bincode::serde::encode_to_vec(msg, CONFIG)?)
+}
+
 /// Decodes one frame body into a message; the whole body must be used.
 pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, CodecError> {
     let (msg, used) = bincode::serde::decode_from_slice(body, CONFIG)?;

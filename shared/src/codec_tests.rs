@@ -40,7 +40,7 @@ fn golden_encodings() {
     let done = FromWorker::Done(ChunkDone { chunk: 5, items: 2, payload: b"1\n4\n".to_vec() });
     assert_eq!(body_hex(&done), "03000000050000000000000002000000000000000400000000000000310a340a");
     let progress = FromWorker::Progress(UnitProgress { chunk: 2, done: 3 });
-    assert_eq!(body_hex(&progress), "0500000002000000000000000300000000000000");
+    assert_eq!(body_hex(&progress), "0600000002000000000000000300000000000000");
     let failed = FromWorker::Failed(ChunkFailed { chunk: 1, item: Some(-1), reason: "x".into() });
     assert_eq!(body_hex(&failed), "04000000010000000000000001ffffffffffffffff010000000000000078");
     let input = Input::Range(Format::Lines);
@@ -70,6 +70,38 @@ fn golden_encodings() {
     let run = ToWorker::Run(RunChunk { chunk: 3, start: -2, end: 2 });
     assert_eq!(body_hex(&run), "020000000300000000000000feffffffffffffff0200000000000000");
     assert_eq!(body_hex(&ToWorker::Shutdown), "03000000");
+    // Protocol 4: command jobs, and a broken contract.
+    let jobs = Input::Jobs(crate::jobs::JobSpec {
+        timeout_ms: Some(5),
+        term_grace_ms: 6,
+        retries: 1,
+        inline_max: 7,
+        spill_dir: serde_bytes::ByteBuf::from(b"/d".to_vec()),
+    });
+    assert_eq!(
+        body_hex(&jobs),
+        ["02000000", "01", "0500000000000000", "0600000000000000", "01000000"].concat()
+            + "0700000000000000"
+            + "02000000000000002f64"
+    );
+    let lines = Input::Lines(crate::jobs::LineSpec {
+        argv: vec![serde_bytes::ByteBuf::from(b"py".to_vec())],
+        timeout_ms: None,
+        term_grace_ms: 1,
+        window: 2,
+        window_bytes: 3,
+    });
+    assert_eq!(
+        body_hex(&lines),
+        ["03000000", "0100000000000000", "02000000000000007079", "00"].concat()
+            + "0100000000000000"
+            + "02000000"
+            + "03000000"
+    );
+    assert_eq!(
+        body_hex(&FromWorker::Broken(Fatal { reason: "z".into() })),
+        "05000000010000000000000007a".replace("07a", "7a")
+    );
     assert_eq!(body_hex(&Format::Bin), "01000000");
     assert_eq!(body_hex(&Format::Sum), "02000000");
 }
@@ -168,6 +200,7 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
         (any::<u64>(), any::<Option<i64>>(), ".{0,40}").prop_map(|(chunk, item, reason)| {
             FromWorker::Failed(ChunkFailed { chunk, item, reason })
         }),
+        ".{0,40}".prop_map(|reason| FromWorker::Broken(Fatal { reason })),
         (any::<u64>(), any::<u64>())
             .prop_map(|(chunk, done)| FromWorker::Progress(UnitProgress { chunk, done })),
     ]
@@ -178,7 +211,28 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
         Just(Input::Range(Format::Lines)),
         Just(Input::Range(Format::Bin)),
         Just(Input::Range(Format::Sum)),
-        Just(Input::Items)
+        Just(Input::Items),
+        (any::<Option<u64>>(), any::<u32>(), ".{0,20}").prop_map(|(timeout_ms, retries, dir)| {
+            Input::Jobs(crate::jobs::JobSpec {
+                timeout_ms,
+                term_grace_ms: 200,
+                retries,
+                inline_max: 1 << 20,
+                spill_dir: serde_bytes::ByteBuf::from(dir.into_bytes()),
+            })
+        }),
+        (proptest::collection::vec(".{0,8}", 1..4), any::<Option<u64>>()).prop_map(
+            |(argv, timeout_ms)| Input::Lines(crate::jobs::LineSpec {
+                argv: argv
+                    .into_iter()
+                    .map(|w| serde_bytes::ByteBuf::from(w.into_bytes()))
+                    .collect(),
+                timeout_ms,
+                term_grace_ms: 200,
+                window: 64,
+                window_bytes: 1 << 16,
+            })
+        ),
     ];
     let items = proptest::collection::vec(
         proptest::collection::vec(any::<u8>(), 0..20).prop_map(serde_bytes::ByteBuf::from),
@@ -281,5 +335,7 @@ proptest! {
         let _ = body_piece(&body);
         let _ = items_batch(&body);
         let _ = split_records(&Bytes::from(body.clone()));
+        let _ = crate::jobs::JobCommand::decode(&body);
+        let _ = crate::jobs::JobOutcome::decode(&body);
     }
 }

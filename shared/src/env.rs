@@ -7,6 +7,9 @@ pub const SOCKET: &str = "POWERPOOL_SOCKET";
 pub const TOKEN: &str = "POWERPOOL_TOKEN";
 /// The slot id the coordinator gave this worker process.
 pub const WORKER_ID: &str = "POWERPOOL_WORKER_ID";
+/// The worker's slot number, 1 to the pool's worker count: a replacement takes the number of the
+/// worker it replaces (`run`'s `{%}`).
+pub const SLOT: &str = "POWERPOOL_SLOT";
 /// The coordinator's pid; a worker whose parent is no longer this pid exits at once.
 pub const COORDINATOR_PID: &str = "POWERPOOL_COORDINATOR_PID";
 

@@ -33,9 +33,15 @@
 //!    [`codec::push_record`]), or [`FromWorker::Failed`] naming the failing input or item when
 //!    it knows it. Work is pulled: a worker has at most [`PIPELINE_DEPTH`] units outstanding.
 //! 6. [`ToWorker::Shutdown`], or end of file on the socket, ends the worker with exit status 0.
+//!
+//! Command jobs ([`Input::Jobs`] for `run`, [`Input::Lines`] for `map --exec`) are items too:
+//! their items and records are described in [`jobs`]. A worker that finds, after it has sent
+//! results, that they cannot be trusted (a line worker's command printed a line with no input
+//! outstanding) says [`FromWorker::Broken`], and the run stops.
 
 pub mod codec;
 pub mod env;
+pub mod jobs;
 pub mod message;
 pub mod task;
 pub mod transport;

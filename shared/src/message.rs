@@ -4,6 +4,7 @@
 //! only ever appended, and any change to an existing one bumps [`crate::PROTOCOL_VERSION`]. No
 //! `flatten`, `untagged` or `skip_serializing_if` here: they need a self-describing format.
 
+use crate::jobs::{JobSpec, LineSpec};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -85,6 +86,9 @@ pub enum FromWorker {
     Done(ChunkDone),
     /// A chunk could not be computed; the worker stays usable.
     Failed(ChunkFailed),
+    /// The worker broke its job's contract after results were sent (a line worker's command
+    /// printed a line with no input outstanding): the run cannot be trusted and stops.
+    Broken(Fatal),
     /// Items of the unit `chunk` are done so far (items jobs): the unit's deadline runs per
     /// item, so a slow batch is not killed for being a batch. Sent only when an item took a
     /// while, never once per item of a fast batch.
@@ -117,13 +121,20 @@ pub struct Welcome {
 }
 
 /// What a job's work units are.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum Input {
     /// Slices of an integer range ([`ToWorker::Run`]), each answered in this format.
     Range(Format),
     /// Opaque items ([`ToWorker::Items`], or [`ToWorker::Body`] pieces for a large one), each
     /// answered with one record of bytes.
     Items,
+    /// `run`: each item is one command ([`crate::jobs::JobCommand`]) that the worker runs as its
+    /// child, in a process group of its own; each is answered with one
+    /// [`crate::jobs::JobOutcome`] record.
+    Jobs(JobSpec),
+    /// `map --exec`: each item is one line, written to a command the worker keeps running;
+    /// each is answered with the line it printed back (without its newline).
+    Lines(LineSpec),
 }
 
 /// Why a handshake was refused.
@@ -242,6 +253,7 @@ impl fmt::Debug for FromWorker {
             FromWorker::Fatal(m) => m.fmt(f),
             FromWorker::Done(m) => m.fmt(f),
             FromWorker::Failed(m) => m.fmt(f),
+            FromWorker::Broken(m) => f.debug_tuple("Broken").field(m).finish(),
             FromWorker::Progress(m) => m.fmt(f),
         }
     }

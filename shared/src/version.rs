@@ -6,8 +6,11 @@
 //! - 3: items jobs: `Welcome` names its `Input` (a range in a format, or items) instead of a
 //!   format; `ToWorker::Items` batches; `Done` of an items job carries one record per item;
 //!   `Format::Text` removed.
-//! - 4: `FromWorker::Progress`: how many items of a unit are done, so deadlines run per item.
+//! - 4: command jobs: `Input::Jobs` (`run`: each item a command, each answered with a job
+//!   outcome record) and `Input::Lines` (`map --exec`: lines for a persistent command);
+//!   `FromWorker::Broken` (a contract broken after results were sent: the run stops).
+//! - 5: `FromWorker::Progress`: how many items of a unit are done, so deadlines run per item.
 
 /// Bumped whenever any message's encoding changes. A worker of another version is refused in the
 /// handshake with a message that names both versions.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;

@@ -102,7 +102,7 @@ fn defect_17_18_man_makes_a_page_for_every_subcommand() {
     let dir = TempDir::new("man");
     let out = run(powerpool(["man", "--dir"]).arg(&dir.0));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pages = ["map", "fetch", "merge", "tasks", "completions", "man"];
+    let pages = ["map", "run", "fetch", "merge", "tasks", "completions", "man"];
     let mut expected: Vec<String> = pages.iter().map(|p| format!("powerpool-{p}.1")).collect();
     expected.push("powerpool.1".to_owned());
     expected.sort();

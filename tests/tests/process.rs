@@ -255,3 +255,46 @@ fn budgets_from_one_byte_up_never_hang() {
         }
     }
 }
+
+#[test]
+fn defect_17_12_memory_stays_under_the_budget_plus_one_body() {
+    // Four 40 MB bodies, a 16 MiB budget, one worker: at most the budget plus one body in
+    // overdraft (56 MiB) is held at once; a client that reserved every body from its
+    // Content-Length, or held them all, would pass 160 MB.
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..4).map(|_| server.url("/ok/40000000")).collect();
+    let mut child =
+        powerpool(["fetch", "--process", "sha256", "--workers", "1", "--budget", "16M"])
+            .args(["--max-body", "50M", "--concurrency", "4"])
+            .args(&urls)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+    let pid = child.id();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status.is_empty() || status.contains("State:\tZ") {
+                return peak;
+            }
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            peak = peak.max(kib);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let _ = wait_timeout(&mut child, TIMEOUT);
+    let peak_mib = sampler.join().expect("sampler") / 1024;
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = sha256_hex(&vec![b'x'; 40_000_000]);
+    assert!(lines(&out).iter().all(|l| l.3 == digest), "every body computed exactly");
+    eprintln!("coordinator peak RSS: {peak_mib} MiB");
+    // The budget and one body: 16 + 38 MiB, plus the coordinator's own ~20 MiB.
+    assert!(peak_mib < 100, "the coordinator peaked at {peak_mib} MiB");
+}

@@ -20,6 +20,8 @@ pub struct Config {
     pub token: [u8; TOKEN_LEN],
     pub worker_id: u64,
     pub coordinator_pid: u32,
+    /// The slot number, 1 to the pool's size (`run`'s `{%}`); the id + 1 if not given.
+    pub slot: u64,
 }
 
 /// Why the worker cannot start.
@@ -39,16 +41,20 @@ impl Config {
         let socket = PathBuf::from(var(env::SOCKET)?);
         let token =
             from_hex::<TOKEN_LEN>(&var(env::TOKEN)?).ok_or(ConfigError::Malformed(env::TOKEN))?;
-        let worker_id =
+        let worker_id: u64 =
             var(env::WORKER_ID)?.parse().map_err(|_| ConfigError::Malformed(env::WORKER_ID))?;
         let coordinator_pid = var(env::COORDINATOR_PID)?
             .parse()
             .map_err(|_| ConfigError::Malformed(env::COORDINATOR_PID))?;
+        let slot = std::env::var(env::SLOT)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(worker_id.saturating_add(1));
         // What a task starts must not inherit the secret, nor be taken for a worker.
-        for name in [env::SOCKET, env::TOKEN, env::WORKER_ID, env::COORDINATOR_PID] {
+        for name in [env::SOCKET, env::TOKEN, env::WORKER_ID, env::COORDINATOR_PID, env::SLOT] {
             std::env::remove_var(name);
         }
-        Ok(Config { socket, token, worker_id, coordinator_pid })
+        Ok(Config { socket, token, worker_id, coordinator_pid, slot })
     }
 }
 

@@ -9,13 +9,22 @@
 //! `Shutdown` or end of file. A task that panics fails that chunk only: the panic message goes
 //! back to the coordinator and the worker takes the next chunk.
 //!
+//! Command jobs are served by `commands.rs`: `run`'s jobs (`jobs.rs`), each a child of the
+//! worker in a process group of its own, and `map --exec`'s line command (`lines.rs`), started
+//! once and fed lines; `child.rs` makes sure no child outlives its worker.
+//!
 //! The coordinator's own binary runs this code in its hidden `worker` mode; the `powerpool-worker`
 //! binary runs it standalone, for `--worker-cmd`. Either way the entry point is [`main`].
 
 pub mod bytes;
+mod child;
+mod commands;
 mod connection;
 pub mod diag;
 mod fault;
+mod jobs;
+mod ledger;
+mod lines;
 mod registry;
 mod serve;
 mod serve_typed;
@@ -35,6 +44,8 @@ pub mod exit {
     pub const REFUSED: u8 = 3;
     /// The connection broke or carried something that is not the protocol.
     pub const PROTOCOL: u8 = 4;
+    /// A command job broke its contract (`map --exec`: a line with no input outstanding).
+    pub const BROKEN: u8 = 5;
 }
 
 /// Runs a worker process with the built-in tasks and returns its exit status.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     install_panic_capture();
     let config_pid = config.coordinator_pid;
-    let session = match connection::handshake(&config).await {
+    let mut session = match connection::handshake(&config).await {
         Ok(session) => session,
         Err(err @ (ConnError::Rejected(_) | ConnError::Untrusted(_))) => {
             tracing::error!("{err}");
@@ -32,7 +32,11 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     if registry.get(&session.task).is_none() {
         registry.register_fault_task(&session.task);
     }
-    match serve(session, &registry).await {
+    let served = match crate::commands::serve(&mut session, &config).await {
+        Some(served) => served,
+        None => serve(session, &registry).await,
+    };
+    match served {
         Ok(code) => code,
         Err(err) => {
             // The coordinator going away mid-run is how a run ends when it is cancelled.
@@ -49,6 +53,7 @@ async fn serve(mut session: Session, registry: &Registry) -> Result<u8, ConnErro
     let job = match session.input {
         Input::Items => registry.get_bytes(&session.task).map(Job::Items),
         Input::Range(_) => registry.get(&session.task).map(Job::Range),
+        Input::Jobs(_) | Input::Lines(_) => None,
     };
     let Some(job) = job else {
         let known: Vec<&str> = registry.names().collect();
@@ -221,10 +226,11 @@ fn compute(
     out: &mut ChunkOutput,
 ) -> Result<u64, ChunkFailed> {
     let fail = |item, reason| ChunkFailed { chunk: run.chunk, item, reason };
-    let Input::Range(format) = session.input else {
+    let Input::Range(format) = &session.input else {
         return Err(fail(None, "a range chunk in an items job".to_owned()));
     };
     let items = i128::from(run.end) - i128::from(run.start);
+    let format = *format;
     if items < 0 || items > i128::from(format.max_chunk_items()) {
         return Err(fail(None, format!("invalid chunk range {}..{}", run.start, run.end)));
     }

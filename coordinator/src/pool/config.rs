@@ -25,6 +25,10 @@ pub struct PoolConfig {
     pub max_tasks_per_worker: Option<u64>,
     /// Replace a worker whose resident memory passes this many bytes after a unit.
     pub max_worker_memory: Option<u64>,
+    /// Units a worker may have outstanding, 1 to [`powerpool_shared::PIPELINE_DEPTH`]: 1 for
+    /// work whose units take very different times (`run`'s jobs), so that no unit waits behind
+    /// a long one while another worker is idle.
+    pub pipeline_depth: usize,
 }
 
 impl PoolConfig {
@@ -39,6 +43,7 @@ impl PoolConfig {
             task_timeout: None,
             max_tasks_per_worker: None,
             max_worker_memory: None,
+            pipeline_depth: powerpool_shared::PIPELINE_DEPTH,
         }
     }
 }

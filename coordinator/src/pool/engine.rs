@@ -62,6 +62,12 @@ pub enum Event {
         id: u64,
         reason: String,
     },
+    /// The worker broke its job's contract after sending results (`map --exec`'s command
+    /// printed a line with no input outstanding): nothing after can be trusted.
+    Broken {
+        id: u64,
+        reason: String,
+    },
     /// The worker's process ended (always the last event of a worker).
     Exited {
         id: u64,
@@ -326,6 +332,10 @@ impl Engine {
                 tracing::debug!(id, "worker refused the job");
                 self.finished = Some(Err(Stop::Fatal(PoolError::JobRefused(reason))));
             }
+            Event::Broken { id, reason } => {
+                tracing::debug!(id, "worker broke its contract");
+                self.finished = Some(Err(Stop::Fatal(PoolError::Broken(reason))));
+            }
             Event::Exited { id, exit, note } => self.on_exit(id, exit, note, now),
             Event::ConnectionRefused(why) => {
                 tracing::warn!("refused a connection: {why}");
@@ -367,6 +377,11 @@ impl Engine {
         let end = self.finished.take();
         self.done |= end.is_some();
         end
+    }
+
+    /// A worker said, on its way out after the run, that its contract was broken.
+    pub fn note_broken(&mut self, reason: String) {
+        self.stats.broken.get_or_insert(reason);
     }
 
     /// What happened along the way.
@@ -539,14 +554,15 @@ impl Engine {
         self.actions.push(Action::Spawn { id });
     }
 
-    /// Gives idle workers units: first one each, then a second each (see `PIPELINE_DEPTH`).
+    /// Gives idle workers units: first one each, then a second each (see `PIPELINE_DEPTH`;
+    /// never more than the config's `pipeline_depth`).
     fn dispatch(&mut self, now: Instant) {
         if self.stopping.is_some() || self.is_finished() {
             return;
         }
         let max_tasks = self.config.max_tasks_per_worker.unwrap_or(u64::MAX);
         let ids: Vec<u64> = self.workers.keys().copied().collect();
-        for depth in 1..=PIPELINE_DEPTH {
+        for depth in 1..=self.config.pipeline_depth.clamp(1, PIPELINE_DEPTH) {
             for &id in &ids {
                 let w = &self.workers[&id];
                 let assigned = w.completed + w.in_flight.len() as u64;

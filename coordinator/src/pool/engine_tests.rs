@@ -588,3 +588,45 @@ fn batches_start_at_one_item_and_grow_to_the_time_target() {
     }
     assert_eq!(sizes.last(), Some(&100), "batches settle at the target: {sizes:?}");
 }
+
+#[test]
+fn a_broken_contract_stops_the_run_and_one_said_on_the_way_out_is_kept() {
+    let mut e = items(1, BATCH);
+    let now = t0();
+    e.handle(Event::Items(vec![item(3)]), now);
+    let chunks = Chunks::new(0, 0, 1);
+    let (id, _, _, _) = sends(&bring_up(&mut e, now), &chunks)[0];
+    e.handle(Event::Broken { id, reason: "two lines for one".into() }, now);
+    let end = e.take_end();
+    assert!(
+        matches!(&end, Some(Err(Stop::Fatal(PoolError::Broken(why)))) if why == "two lines for one"),
+        "{end:?}"
+    );
+    e.note_broken("first".into());
+    e.note_broken("second".into());
+    assert_eq!(e.into_stats().broken.as_deref(), Some("first"));
+}
+
+#[test]
+fn with_a_pipeline_of_one_no_unit_waits_behind_another_on_a_busy_worker() {
+    let cfg = PoolConfig { pipeline_depth: 1, ..config(2) };
+    let batching = Batching { max_items: 1, ..BATCH };
+    let mut e = Engine::items(batching, cfg, false, t0());
+    let now = t0();
+    let chunks = Chunks::new(0, 0, 1);
+    // Only the first worker is up when three items arrive: it gets one, not two.
+    let mut spawned = Vec::new();
+    for a in e.take_actions() {
+        if let Action::Spawn { id } = a {
+            spawned.push(id);
+        }
+    }
+    e.handle(Event::Spawned { id: spawned[0], pid: 1 }, now);
+    e.handle(Event::Ready { id: spawned[0] }, now);
+    e.handle(Event::Items(vec![item(1), item(1), item(1)]), now);
+    assert_eq!(sends(&e.take_actions(), &chunks).len(), 1);
+    e.handle(Event::Spawned { id: spawned[1], pid: 2 }, now);
+    e.handle(Event::Ready { id: spawned[1] }, now);
+    let sent = sends(&e.take_actions(), &chunks);
+    assert_eq!(sent.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), vec![(spawned[1], 1)]);
+}

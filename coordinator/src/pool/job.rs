@@ -4,7 +4,7 @@
 use super::config::PoolConfig;
 use crate::chunk::Chunks;
 use bytes::Bytes;
-use powerpool_shared::Format;
+use powerpool_shared::{Format, Input};
 use tokio::sync::{mpsc, watch};
 
 /// What the pool computes, and how.
@@ -27,6 +27,10 @@ pub enum Work {
     /// Opaque items pulled from `source` as the pool has room, numbered from 0 in the order
     /// received; the source closing ends the input. Each item's result is one record.
     Items { source: mpsc::Receiver<Item>, batching: Batching },
+    /// Items for the workers' command modes (`run`'s jobs, `map --exec`'s lines): the same
+    /// engine as `Items`, with `input` telling the workers what the items are and how to run
+    /// them (the task name is not used).
+    Commands { source: mpsc::Receiver<Item>, batching: Batching, input: Input },
 }
 
 /// How items are grouped into units: at most `max_items` items and `max_bytes` bytes a batch

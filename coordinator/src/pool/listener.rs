@@ -56,23 +56,48 @@ pub struct Registration {
 pub async fn accept_loop(
     listener: Listener,
     token: [u8; TOKEN_LEN],
+    workers: u64,
     mut registrations: mpsc::UnboundedReceiver<Registration>,
     refusals: mpsc::UnboundedSender<String>,
-    workers: usize,
 ) {
     use interprocess::local_socket::traits::tokio::Listener as _;
-    let max_handshakes = MIN_HANDSHAKES.max(workers.saturating_mul(2));
+    let max_handshakes =
+        MIN_HANDSHAKES.max(usize::try_from(workers).unwrap_or(usize::MAX).saturating_mul(2));
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
     let mut waiting: HashMap<u64, Registration> = HashMap::new();
     let mut pending: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
+    // Checked connections whose slot has not registered yet (a slot registers right after
+    // spawning its worker, but its task may be preempted while the worker connects): held
+    // until their registration comes, or for a handshake timeout.
+    // Only for the ids a slot may be about to register: the next `workers` after the highest
+    // registered so far (ids are given in order); any other id is refused at once.
+    let mut early: HashMap<u64, (Authenticated, tokio::time::Instant)> = HashMap::new();
+    let mut next_id = 0u64;
     loop {
+        let now = tokio::time::Instant::now();
+        early.retain(|id, (auth, at)| {
+            let keep = now.duration_since(*at) < HANDSHAKE_TIMEOUT;
+            if !keep {
+                let _ = refusals.send(format!(
+                    "a connection for worker id {id} (pid {}): no such worker is waiting",
+                    auth.pid
+                ));
+            }
+            keep
+        });
         tokio::select! {
-            // Registrations first: a slot registers before its worker can possibly connect,
-            // so its checked connection must never be looked at before it.
+            // Registrations first: a slot registers its worker right after spawning it, so a
+            // verdict on that worker's connection may be ready in the same turn; taken in the
+            // other order, the worker would be refused as unknown.
             biased;
             Some(slot) = registrations.recv() => {
                 waiting.retain(|_, s| !s.conn.is_closed());
-                waiting.insert(slot.worker_id, slot);
+                let id = slot.worker_id;
+                next_id = next_id.max(id + 1);
+                waiting.insert(id, slot);
+                if let Some((auth, _)) = early.remove(&id) {
+                    hand_over(&mut waiting, auth, &refusals);
+                }
             }
             accepted = listener.accept() => match accepted {
                 Ok(stream) => {
@@ -102,35 +127,57 @@ pub async fn accept_loop(
                 }
             },
             Some(verdict) = checked.recv() => match verdict {
-                Ok(auth) => match waiting.get(&auth.worker_id) {
-                    // Only the process the slot started (or one in its process group, for a
-                    // wrapper) may take the slot's place: SO_PEERCRED says who connected.
-                    Some(slot) if spawned_by(slot.pid, auth.peer_pid) => {
-                        let slot = waiting.remove(&auth.worker_id).expect("found just above");
-                        let _ = slot.conn.send(auth);
+                Ok(auth) if !waiting.contains_key(&auth.worker_id) => {
+                    let id = auth.worker_id;
+                    if id >= next_id && id < next_id.saturating_add(workers) {
+                        early.insert(id, (auth, tokio::time::Instant::now()));
+                    } else {
+                        let _ = refusals.send(format!(
+                            "a connection for worker id {id} (pid {}): no such worker is waiting",
+                            auth.pid
+                        ));
                     }
-                    Some(_) => {
-                        let why = format!(
-                            "a connection for worker id {} from pid {}: not a process this \
-                             coordinator started",
-                            auth.worker_id,
-                            auth.peer_pid.map_or_else(|| "unknown".into(), |p| p.to_string())
-                        );
-                        let _ = refusals.send(why);
-                    }
-                    None => {
-                        let why = format!(
-                            "a connection for worker id {} (pid {}): no such worker is waiting",
-                            auth.worker_id, auth.pid
-                        );
-                        let _ = refusals.send(why);
-                    }
-                },
+                }
+                Ok(auth) => hand_over(&mut waiting, auth, &refusals),
                 Err(why) => {
                     let _ = refusals.send(why);
                 }
             },
+            () = sleep_until_first(&early), if !early.is_empty() => {}
         }
+    }
+}
+
+/// When the oldest held connection's wait ends.
+async fn sleep_until_first(early: &HashMap<u64, (Authenticated, tokio::time::Instant)>) {
+    if let Some(at) = early.values().map(|(_, at)| *at).min() {
+        tokio::time::sleep_until(at + HANDSHAKE_TIMEOUT).await;
+    }
+}
+
+/// Gives a checked connection to the slot registered for its worker id, if the peer is the
+/// process that slot started (or one in its process group, for a wrapper): SO_PEERCRED says who
+/// connected.
+fn hand_over(
+    waiting: &mut HashMap<u64, Registration>,
+    auth: Authenticated,
+    refusals: &mpsc::UnboundedSender<String>,
+) {
+    match waiting.get(&auth.worker_id) {
+        Some(slot) if spawned_by(slot.pid, auth.peer_pid) => {
+            let slot = waiting.remove(&auth.worker_id).expect("found just above");
+            let _ = slot.conn.send(auth);
+        }
+        Some(_) => {
+            let why = format!(
+                "a connection for worker id {} from pid {}: not a process this coordinator \
+                 started",
+                auth.worker_id,
+                auth.peer_pid.map_or_else(|| "unknown".into(), |p| p.to_string())
+            );
+            let _ = refusals.send(why);
+        }
+        None => {}
     }
 }
 

@@ -47,6 +47,9 @@ pub enum PoolError {
     WorkersKeepDying { deaths: u32, last: String },
     #[error("the worker refused the job: {0}")]
     JobRefused(String),
+    /// A worker broke its job's contract after results were sent (see `Event::Broken`).
+    #[error("{0}")]
+    Broken(String),
     /// An input kept failing; every result before it was released.
     #[error("{what} failed {attempts} time(s), so the run stopped before it; last: {reason}")]
     TaskFailed { what: String, offset: u64, attempts: u32, reason: String },
@@ -110,4 +113,7 @@ pub struct Stats {
     pub failed_count: u64,
     /// The first of them (at most 1000), in the order they were given up.
     pub failed_items: Vec<FailedItem>,
+    /// A worker said, after the last result, that its contract was broken (`map --exec`: its
+    /// command printed more lines than it was given): the results cannot be trusted.
+    pub broken: Option<String>,
 }

@@ -104,8 +104,8 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
-/// Starts one worker process for slot `worker_id`.
-pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
+/// Starts one worker process for slot `worker_id`, numbered `number` among the live workers.
+pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<Child> {
     let coordinator = std::process::id();
     let mut cmd = Command::new(&spec.command.program);
     cmd.args(&spec.command.args)
@@ -113,6 +113,7 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64) -> std::io::Result<Child> {
         .env(env::SOCKET, &spec.socket)
         .env(env::TOKEN, &spec.token_hex)
         .env(env::WORKER_ID, worker_id.to_string())
+        .env(env::SLOT, number.to_string())
         .env(env::COORDINATOR_PID, coordinator.to_string())
         .stdin(Stdio::null())
         // stdout carries results only: whatever a worker prints goes to stderr.

@@ -38,6 +38,7 @@ pub enum SlotCmd {
 /// `conn` from the listener; its events go to `events`, tagged with nothing but their own id.
 pub fn start(
     id: u64,
+    number: u64,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
     listener: mpsc::UnboundedSender<Registration>,
@@ -49,7 +50,7 @@ pub fn start(
         let measure_memory = spec.measure_memory;
         let mut slot =
             Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory };
-        let exit = match process::spawn(&spec, id) {
+        let exit = match process::spawn(&spec, id, number) {
             Ok(mut child) => {
                 let (conn_tx, conn) = oneshot::channel();
                 let pid = child.id().unwrap_or(0);
@@ -223,6 +224,10 @@ impl Slot {
             Incoming::Other(FromWorker::Progress(p)) => Event::Progress { id, tag: p.chunk },
             Incoming::Other(FromWorker::Ready) => Event::Ready { id },
             Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
+            Incoming::Other(FromWorker::Broken(broken)) => {
+                self.note = Some(broken.reason.clone());
+                Event::Broken { id, reason: broken.reason }
+            }
             Incoming::Other(FromWorker::Fatal(fatal)) => {
                 self.note = Some(fatal.reason.clone());
                 Event::Refused { id, reason: fatal.reason }

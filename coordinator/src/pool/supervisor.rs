@@ -38,13 +38,9 @@ pub async fn run(
     };
     let (register_tx, register_rx) = mpsc::unbounded_channel();
     let (refusals_tx, mut refusals) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(listener::accept_loop(
-        listener,
-        token,
-        register_rx,
-        refusals_tx,
-        job.config.workers,
-    ));
+    let workers = job.config.workers as u64;
+    let accept =
+        tokio::spawn(listener::accept_loop(listener, token, workers, register_rx, refusals_tx));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let Job { task, work, config, ordered } = job;
     let spec = SpawnSpec {
@@ -61,6 +57,9 @@ pub async fn run(
         Work::Items { source, batching } => {
             (Engine::items(batching, config, ordered, now), Input::Items, Some(source))
         }
+        Work::Commands { source, batching, input } => {
+            (Engine::items(batching, config, ordered, now), input, Some(source))
+        }
     };
     let mut shell = Shell {
         engine,
@@ -69,6 +68,7 @@ pub async fn run(
         register_tx,
         events_tx,
         slots: HashMap::new(),
+        numbers: SlotNumbers::default(),
         restarts_shown: 0,
     };
     let result = shell
@@ -87,7 +87,27 @@ struct Shell {
     register_tx: mpsc::UnboundedSender<listener::Registration>,
     events_tx: mpsc::UnboundedSender<Event>,
     slots: HashMap<u64, mpsc::UnboundedSender<SlotCmd>>,
+    numbers: SlotNumbers,
     restarts_shown: u32,
+}
+
+/// Each live worker's slot number, 1 to the pool's size: a replacement takes the lowest number
+/// free, which is its predecessor's (`run`'s `{%}`).
+#[derive(Debug, Default)]
+struct SlotNumbers {
+    taken: HashMap<u64, u64>,
+}
+
+impl SlotNumbers {
+    fn take(&mut self, id: u64) -> u64 {
+        let number = (1..).find(|n| !self.taken.values().any(|t| t == n)).expect("unbounded");
+        self.taken.insert(id, number);
+        number
+    }
+
+    fn free(&mut self, id: u64) {
+        self.taken.remove(&id);
+    }
 }
 
 impl Shell {
@@ -136,6 +156,11 @@ impl Shell {
                 Some(int) = interrupts.recv() => Event::Interrupt(int),
                 () = sleep_until(timer), if timer.is_some() => Event::Tick,
             };
+            if let Event::Exited { id, .. } = &event {
+                // Its slot task has ended: the end of the run must not wait for it again.
+                self.numbers.free(*id);
+                self.slots.remove(id);
+            }
             self.engine.handle(event, Instant::now());
         }
     }
@@ -163,8 +188,10 @@ impl Shell {
         for action in self.engine.take_actions() {
             match action {
                 Action::Spawn { id } => {
+                    let number = self.numbers.take(id);
                     let cmd = slot::start(
                         id,
+                        number,
                         Arc::clone(&self.spec),
                         self.welcome.clone(),
                         self.register_tx.clone(),
@@ -219,7 +246,10 @@ impl Shell {
         }
     }
 
-    /// Ends every worker and waits until each has been reaped: no orphan, no zombie.
+    /// Ends every worker and waits until each has been reaped: no orphan, no zombie. Workers
+    /// that are killed get SIGTERM first, so that those running children of their own (`run`,
+    /// `map --exec`) end them; SIGKILL follows after a grace period. A worker that says its
+    /// contract was broken on the way out is noted in the stats.
     async fn stop_all(
         &mut self,
         kill: bool,
@@ -230,7 +260,7 @@ impl Shell {
         self.engine.cancel_all(Instant::now());
         let _ = self.execute(results, observers);
         for slot in self.slots.values() {
-            let _ = slot.send(if kill { SlotCmd::Kill } else { SlotCmd::Shutdown });
+            let _ = slot.send(if kill { SlotCmd::Terminate } else { SlotCmd::Shutdown });
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !self.slots.is_empty() {
@@ -238,6 +268,7 @@ impl Shell {
                 Ok(Some(Event::Exited { id, .. })) => {
                     self.slots.remove(&id);
                 }
+                Ok(Some(Event::Broken { reason, .. })) => self.engine.note_broken(reason),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

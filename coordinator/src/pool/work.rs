@@ -88,7 +88,8 @@ impl Work {
 
     /// Queues a unit to run again without blame (lost before it ran, or never sent).
     pub fn requeue(&mut self, unit: Unit) {
-        if unit.first < self.limit {
+        // A cut at a unit's first or last item leaves an empty piece: nothing to run.
+        if unit.first < self.limit && unit.end > unit.first {
             self.again.insert(unit.first, unit);
         }
     }
@@ -184,6 +185,10 @@ mod tests {
         let u = w.next(|_| Some(100)).unwrap();
         assert_eq!(w.blame(u, Some(42)), Verdict::Poison(42));
         assert_eq!(drain(&mut w, 100), vec![(0, 42), (43, 100)]);
+        let mut w = Work::new(0);
+        let u = w.next(|_| Some(10)).unwrap();
+        assert_eq!(w.blame(u, Some(0)), Verdict::Poison(0));
+        assert_eq!(drain(&mut w, 10), vec![(1, 10)], "no empty piece before the first item");
         let mut w = Work::new(1);
         let u = w.next(|_| Some(100)).unwrap();
         assert_eq!(w.blame(u, Some(42)), Verdict::Requeued);

@@ -1,0 +1,163 @@
+//! `map --exec`: persistent Python line workers (the shipped `examples/python_worker.py` and
+//! small scripts that misbehave on purpose): exact output in order and unordered, a worker
+//! killed mid-run, an exception on one line (isolated and named), a hung line, a command that
+//! prints two lines for one input (named as a protocol error). And `map TASK --input` for byte
+//! tasks, one item per line.
+
+use powerpool_tests::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python_worker.py")
+}
+
+fn numbers(n: u64) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+fn squares(n: u64) -> String {
+    (1..=n).map(|i| format!("{}\n", i * i)).collect()
+}
+
+/// A Python line worker made of `body` (run for each `line`, printing its answer).
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    let text = format!(
+        "import os, sys, time\nfor line in sys.stdin:\n    line = line.rstrip('\\n')\n{}\n",
+        body.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    );
+    std::fs::write(&path, text).expect("writes the script");
+    format!("python3 {}", path.display())
+}
+
+fn exec(command: &str, input: &Path, extra: &[&str]) -> std::process::Output {
+    run_with_timeout(
+        powerpool(["map", "--workers", "2", "--exec", command, "--input"]).arg(input).args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+fn input_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("input.txt");
+    std::fs::write(&path, text).expect("writes the input");
+    path
+}
+
+#[test]
+fn the_example_worker_gives_every_answer_in_order_and_unordered() {
+    let dir = TempDir::new("exec-example");
+    let input = input_file(&dir.0, &numbers(5000));
+    let command = format!("python3 {}", example().display());
+    let out = exec(&command, &input, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), squares(5000));
+    let out = exec(&command, &input, &["--unordered"]);
+    assert!(out.status.success());
+    let mut got: Vec<u64> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=5000u64).map(|i| i * i).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_python_worker_killed_mid_run_changes_nothing_in_the_output() {
+    let dir = TempDir::new("exec-kill");
+    let pids = dir.0.join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let input = input_file(&dir.0, &numbers(3000));
+    let body = format!(
+        "open(os.path.join({:?}, str(os.getpid())), 'w').close()\n\
+         time.sleep(0.001)\nprint(int(line) ** 2, flush=True)",
+        pids.display().to_string()
+    );
+    let command = script(&dir.0, "slow.py", &body);
+    let child = powerpool(["map", "--workers", "2", "--exec", &command, "--input"])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut victim = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        victim = std::fs::read_dir(&pids)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+        victim.is_some()
+    }));
+    std::thread::sleep(Duration::from_millis(400));
+    kill(victim.unwrap(), libc::SIGKILL);
+    let out = wait_output(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), squares(3000));
+    assert!(stderr.contains("killed by signal 9") || stderr.contains("SIGKILL"), "{stderr}");
+}
+
+#[test]
+fn an_exception_on_one_line_is_isolated_and_named() {
+    let dir = TempDir::new("exec-raise");
+    let input = input_file(&dir.0, &numbers(300));
+    let body = "if line == '137':\n    raise ValueError('cannot take 137')\nprint(int(line) ** 2, flush=True)";
+    let command = script(&dir.0, "raise.py", body);
+    let out = exec(&command, &input, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("line 137 failed 3 time(s)"), "{stderr}");
+    assert!(stderr.contains("ValueError: cannot take 137"), "the traceback: {stderr}");
+    assert!(stderr.contains("[worker "), "stderr is prefixed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), squares(136), "everything before it");
+    let out = exec(&command, &input, &["--keep-going", "--on-fail", "mark"]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = squares(300).replace("18769\n", "ERR:failed\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn a_hung_line_is_ended_by_the_per_line_timeout() {
+    let dir = TempDir::new("exec-hang");
+    let input = input_file(&dir.0, &numbers(40));
+    let body = "if line == '5':\n    time.sleep(60)\nprint(int(line) ** 2, flush=True)";
+    let command = script(&dir.0, "hang.py", body);
+    // The first line's wait includes the command's start: room for a slow start, and a retry.
+    let out = exec(&command, &input, &["--task-timeout", "3s", "--retries", "1", "--keep-going"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("failed line 5") && stderr.contains("--task-timeout"), "{stderr}");
+    let expected: String =
+        (1..=40u64).filter(|&i| i != 5).map(|i| format!("{}\n", i * i)).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn two_lines_for_one_input_is_named_as_a_protocol_error() {
+    let dir = TempDir::new("exec-two");
+    let input = input_file(&dir.0, &numbers(50));
+    let body = "print(int(line) ** 2, flush=True)\nif line == '7':\n    print('again', flush=True)";
+    let command = script(&dir.0, "two.py", body);
+    let out = exec(&command, &input, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("protocol error") && stderr.contains("worker"), "{stderr}");
+    assert!(stderr.contains("exactly one line per input line"), "{stderr}");
+}
+
+#[test]
+fn byte_tasks_take_one_item_per_line() {
+    let dir = TempDir::new("lines-sha");
+    let text = "abc\n\nhello world\nunicode ✓\nno newline at the end";
+    let input = input_file(&dir.0, text);
+    let out = run(powerpool(["map", "sha256", "--workers", "2", "--input"]).arg(&input));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: String = text
+        .split('\n')
+        .map(|l| {
+            Sha256::digest(l.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+                + "\n"
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
