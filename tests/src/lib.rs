@@ -199,6 +199,16 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// A process's resident memory in KiB (`VmRSS`), 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Live processes whose environment holds `key=value`: a way to find the workers of one pool
 /// among every other process (tests running beside this one start workers too).
 pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {

@@ -1,19 +1,10 @@
 //! Bounded memory: when the reader of stdout stalls, workers are throttled instead of the
 //! coordinator buffering the range's whole output.
 
-use powerpool_tests::{powerpool, TIMEOUT};
+use powerpool_tests::{powerpool, rss_kib, TIMEOUT};
 use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Bytes of `print(*(x*x for x in range(n)), sep="\n")`, counted digit by digit.
 fn lines_len(n: u64) -> u64 {

@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use libtest_mimic::{Arguments, Failed, Trial};
 use powerpool::{Pool, TaskError};
-use powerpool_tests::{alive, processes_with_env};
+use powerpool_tests::{alive, processes_with_env, rss_kib};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -268,15 +268,6 @@ fn a_stalled_consumer_of_a_huge_lazy_input_keeps_memory_flat() -> Result<(), Fai
     // And it goes on from where it stopped.
     let next: Vec<i128> = call.take(10).collect::<Result<_, _>>()?;
     check(next == (1000..1010).map(square).collect::<Vec<_>>(), || "it did not go on".into())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn submits_from_many_threads_and_tasks_share_the_workers() -> Result<(), Failed> {
