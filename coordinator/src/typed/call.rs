@@ -3,7 +3,7 @@
 
 use super::pool::{Inner, Pool};
 use super::route::Route;
-pub(super) use super::route::{Answer, Batch, Routes};
+pub(super) use super::route::{Answer, Batch, Delivery, Routes};
 use super::task::{Task, TaskError};
 use bytes::Bytes;
 use powerpool_shared::codec;
@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 
 /// Items gathered before they go to the feeder together.
 const SEND_BATCH: usize = 256;
+/// Bytes of encoded items gathered before they go to the feeder, whatever their count.
+const ARENA_BYTES: usize = 1 << 20;
 /// The least time between two progress reports of a call.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
@@ -114,16 +116,19 @@ pub(super) struct Call {
     task: &'static str,
     index: u32,
     route: Route,
-    rx: mpsc::UnboundedReceiver<Vec<(u64, Answer)>>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
     /// Items pushed; items handed back; answers waiting to be handed back.
     sent: u64,
     taken: u64,
     pending: Pending,
-    /// Items pushed and not yet sent to the feeder, from `sent - buffer.len()`.
-    buffer: Vec<Bytes>,
+    /// Items pushed and not yet sent to the feeder, from `sent - ends.len()`: encoded one
+    /// after another into `arena` (one allocation for a whole batch), item `i` ending at
+    /// `ends[i]`.
+    arena: Vec<u8>,
+    ends: Vec<usize>,
     checked: bool,
-    /// The largest encoded item so far.
-    item_size: usize,
+    /// The largest arena so far (the next starts that size: encoding grows no arena twice).
+    arena_size: usize,
     failed: u64,
     started: Instant,
     hook: Option<(Hook, Instant)>,
@@ -151,9 +156,10 @@ impl Call {
             sent: 0,
             taken: 0,
             pending: Pending::default(),
-            buffer: Vec::new(),
+            arena: Vec::new(),
+            ends: Vec::new(),
             checked: false,
-            item_size: 64,
+            arena_size: 64 * SEND_BATCH,
             failed: 0,
             started: Instant::now(),
             hook: None,
@@ -177,28 +183,30 @@ impl Call {
     /// Encodes one input; the first is checked to come back unchanged through the codec, so
     /// a type it cannot carry fails here, naming the task, never as a wrong value.
     pub fn push<T: Serialize + DeserializeOwned>(&mut self, input: &T) {
-        let mut item = Vec::with_capacity(self.item_size);
-        item.extend_from_slice(&self.index.to_le_bytes());
-        let encoded = codec::encode_value(input, &mut item).map_err(|e| e.to_string());
+        if self.arena.capacity() == 0 {
+            self.arena = Vec::with_capacity(self.arena_size);
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(&self.index.to_le_bytes());
+        let encoded = codec::encode_value(input, &mut self.arena).map_err(|e| e.to_string());
         let checked = encoded.and_then(|()| match self.checked {
             true => Ok(()),
-            false => round_trips::<T>(&item[4..])
+            false => round_trips::<T>(&self.arena[start + 4..])
                 .map(|()| self.checked = true)
                 .map_err(|why| format!("its input type {why}; {UNSUPPORTED}")),
         });
         let index = self.sent;
         self.sent += 1;
         if let Err(reason) = checked {
-            // Counted as sent and answered at once, so the call's order holds.
-            // Sent what came before it, so that the call's numbering holds.
+            self.arena.truncate(start);
+            // Counted as sent and answered at once: what came before it is sent first, so
+            // that the call's numbering holds.
             self.flush_before(index);
             self.pending.insert(index, Answer::Failed(reason));
             return;
         }
-        // The next buffer starts the size of this one: encoding grows no buffer twice.
-        self.item_size = self.item_size.max(item.len());
-        self.buffer.push(Bytes::from(item));
-        if self.buffer.len() >= SEND_BATCH {
+        self.ends.push(self.arena.len());
+        if self.ends.len() >= SEND_BATCH || self.arena.len() >= ARENA_BYTES {
             self.flush();
         }
     }
@@ -209,12 +217,23 @@ impl Call {
         self.sent = index + 1;
     }
 
-    /// Sends what was pushed to the feeder.
+    /// Sends what was pushed to the feeder: each item a slice of one shared arena.
     pub fn flush(&mut self) {
-        if self.buffer.is_empty() {
+        if self.ends.is_empty() {
             return;
         }
-        let items = std::mem::take(&mut self.buffer);
+        self.arena_size = self.arena_size.max(self.arena.len()).min(ARENA_BYTES);
+        let arena = Bytes::from(std::mem::take(&mut self.arena));
+        let mut start = 0;
+        let items = self
+            .ends
+            .drain(..)
+            .map(|end| {
+                let item = arena.slice(start..end);
+                start = end;
+                item
+            })
+            .collect::<Vec<_>>();
         let first_seq = self.sent - items.len() as u64;
         let batch = Batch { items, first_seq, route: self.route.clone() };
         if let Err(batch) = self.inner.send(batch) {
@@ -223,10 +242,8 @@ impl Call {
     }
 
     /// Keeps answers that arrived.
-    pub fn store(&mut self, answers: Vec<(u64, Answer)>) {
-        for (seq, answer) in answers {
-            self.pending.insert(seq, answer);
-        }
+    pub fn store(&mut self, delivery: Delivery) {
+        delivery.each(|seq, answer| self.pending.insert(seq, answer));
     }
 
     /// The next answer in input order, if it arrived; or any answer that arrived.
@@ -276,6 +293,9 @@ impl Call {
 
     /// Calls the progress hook, at most every 100 ms (and always at the end).
     pub fn report(&mut self, end: bool) {
+        if self.hook.is_none() {
+            return;
+        }
         let progress = Progress {
             done: self.taken,
             failed: self.failed,

@@ -109,10 +109,6 @@ where
         if self.done {
             return None;
         }
-        if let Some(err) = self.call.inside_runtime() {
-            self.done = true;
-            return Some((0, Err(err)));
-        }
         loop {
             while !self.exhausted && self.call.has_room() {
                 match self.inputs.next() {
@@ -129,6 +125,12 @@ where
                 return None;
             }
             self.call.flush();
+            // Blocking is what a runtime thread must not do (a single-threaded runtime would
+            // wait on itself): checked here, before the first wait.
+            if let Some(err) = self.call.inside_runtime() {
+                self.done = true;
+                return Some((0, Err(err)));
+            }
             if !self.call.wait() {
                 self.done = true;
                 return None;

@@ -8,16 +8,19 @@
 //! its route. Calls bound their own lookahead, so a stalled consumer holds its call's window
 //! and no more.
 
-use super::call::{Answer, Batch, Routes};
+use super::call::{Batch, Routes};
+use super::route::Outcome;
 use crate::errors::Error;
 use crate::pool::{self, Batching, Item, Job, Observers, PoolConfig, WorkerCommand};
 use crate::signal::{Interrupt, SIGTERM};
-use powerpool_shared::codec;
 use powerpool_worker::typed::TYPED_JOB;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Items the feeder hands the engine per wait for room.
+const FEED_RUN: usize = 256;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -317,7 +320,7 @@ async fn serve(
     mut interrupts: mpsc::UnboundedReceiver<Interrupt>,
     routes: Routes,
 ) {
-    let (source_tx, source) = mpsc::channel::<Item>(1024);
+    let (source_tx, source) = mpsc::channel::<Item>(FEED_RUN * 4);
     let (mut sender, receiver) = pool::results();
     let (stop_feeding, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let feeder_routes = routes.clone();
@@ -331,10 +334,14 @@ async fn serve(
             let Some(batch) = batch else { break };
             let first = next;
             next += batch.items.len() as u64;
-            let items = feeder_routes.add(first, batch);
-            for item in items {
-                if source_tx.send(Item::from(item)).await.is_err() {
+            let mut items = feeder_routes.add(first, batch).into_iter();
+            // Room for many items at a time: one wait on the channel per run, not per item.
+            while items.len() > 0 {
+                let Ok(permits) = source_tx.reserve_many(items.len().min(FEED_RUN)).await else {
                     break;
+                };
+                for (permit, item) in permits.zip(items.by_ref()) {
+                    permit.send(Item::from(item));
                 }
             }
         }
@@ -368,19 +375,12 @@ async fn serve(
 async fn route_results(mut receiver: pool::ResultReceiver, routes: Routes) {
     let mut taken = 0u64;
     while let Some(Some(released)) = receiver.rx.recv().await {
-        let answers: Vec<Answer> = match released.outcome {
-            pool::Outcome::Done(records) => match codec::split_records(&records) {
-                Ok(records) => records.into_iter().map(Answer::Done).collect(),
-                Err(err) => (released.first..released.end)
-                    .map(|_| Answer::Failed(err.to_string()))
-                    .collect(),
-            },
-            pool::Outcome::Failed(reason) => {
-                (released.first..released.end).map(|_| Answer::Failed(reason.clone())).collect()
-            }
+        let outcome = match &released.outcome {
+            pool::Outcome::Done(records) => Outcome::Records(records),
+            pool::Outcome::Failed(reason) => Outcome::Failed(reason),
         };
-        taken += answers.len() as u64;
-        routes.answer(released.first, answers);
+        routes.answer(released.first, released.end, outcome);
+        taken += released.end - released.first;
         receiver.consumed.send_replace(taken);
     }
 }

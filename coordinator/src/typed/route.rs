@@ -3,11 +3,12 @@
 //! the items' places in that call.
 
 use bytes::Bytes;
+use powerpool_shared::codec;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// One item's answer, as it travels back to its call.
+/// One item's answer, as its call keeps it.
 #[derive(Debug)]
 pub(super) enum Answer {
     /// The encoded result.
@@ -16,8 +17,47 @@ pub(super) enum Answer {
     Failed(String),
 }
 
-/// Where a call's answers go: `(place in the call, answer)`, a batch at a time.
-pub(super) type Route = mpsc::UnboundedSender<Vec<(u64, Answer)>>;
+/// Answers of consecutive places of one call, as they travel back to it: a whole run at a
+/// time, so the pool's thread does no work per item on the way back (the call splits them).
+#[derive(Debug)]
+pub(super) enum Delivery {
+    /// Places `seq..seq + count`: `records` holds their `count` records, in order.
+    Records { seq: u64, count: u64, records: Bytes },
+    /// Places `seq..seq + count` failed, all for `why`.
+    Failed { seq: u64, count: u64, why: String },
+}
+
+impl Delivery {
+    /// Calls `f` with each place and its answer, in order (records that do not tile fail
+    /// every place, named).
+    pub fn each(self, mut f: impl FnMut(u64, Answer)) {
+        match self {
+            Delivery::Records { seq, count, records } => {
+                if codec::count_records(&records) != Some(count) {
+                    let why = "its result records are malformed";
+                    return (seq..seq + count).for_each(|s| f(s, Answer::Failed(why.to_owned())));
+                }
+                let mut at = 0;
+                for place in seq..seq + count {
+                    let len = u32::from_le_bytes([
+                        records[at],
+                        records[at + 1],
+                        records[at + 2],
+                        records[at + 3],
+                    ]) as usize;
+                    f(place, Answer::Done(records.slice(at + 4..at + 4 + len)));
+                    at += 4 + len;
+                }
+            }
+            Delivery::Failed { seq, count, why } => {
+                (seq..seq + count).for_each(|s| f(s, Answer::Failed(why.clone())));
+            }
+        }
+    }
+}
+
+/// Where a call's answers go.
+pub(super) type Route = mpsc::UnboundedSender<Delivery>;
 
 /// Items of one call, sent together: `items[i]` is the call's item `first_seq + i`.
 #[derive(Debug)]
@@ -30,11 +70,17 @@ pub(super) struct Batch {
 impl Batch {
     /// Answers every item of the batch with `why`.
     pub fn fail_all(self, why: &str) {
-        let answers = (0..self.items.len() as u64)
-            .map(|i| (self.first_seq + i, Answer::Failed(why.to_owned())))
-            .collect();
-        let _ = self.route.send(answers);
+        let count = self.items.len() as u64;
+        let _ = self.route.send(Delivery::Failed { seq: self.first_seq, count, why: why.into() });
     }
+}
+
+/// What the pool gave back for a unit of pool numbers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Outcome<'a> {
+    /// One record per number, in order (checked by the engine to tile).
+    Records(&'a Bytes),
+    Failed(&'a str),
 }
 
 /// The routes of every batch fed and not fully answered, by the pool number of its first item.
@@ -48,6 +94,27 @@ struct Entry {
     /// Which items are answered; the entry goes once all are.
     answered: Vec<bool>,
     left: usize,
+}
+
+/// Walks the records of a unit forward, by pool number.
+struct Cursor<'a> {
+    records: &'a Bytes,
+    number: u64,
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// The byte offset of `number`'s record (at or after the cursor's).
+    fn seek(&mut self, number: u64) -> usize {
+        while self.number < number && self.at + 4 <= self.records.len() {
+            let len = u32::from_le_bytes(
+                self.records[self.at..self.at + 4].try_into().unwrap_or([0xff; 4]),
+            ) as usize;
+            self.at = (self.at + 4 + len).min(self.records.len());
+            self.number += 1;
+        }
+        self.at
+    }
 }
 
 impl Routes {
@@ -68,32 +135,65 @@ impl Routes {
         batch.items
     }
 
-    /// Sends the answers of items `first..` along their routes (an item answered already, or
-    /// routed nowhere, is skipped: no call hears of an item twice).
-    pub fn answer(&self, first: u64, answers: Vec<Answer>) {
+    /// Sends the answers of pool numbers `first..end` along their routes, one delivery per
+    /// run of a call's places (a number answered already, or routed nowhere, is skipped: no
+    /// call hears of an item twice).
+    pub fn answer(&self, first: u64, end: u64, outcome: Outcome<'_>) {
         let Ok(mut map) = self.0.lock() else { return };
-        let mut out: Vec<(u64, Vec<(u64, Answer)>)> = Vec::new();
-        for (number, answer) in (first..).zip(answers) {
-            let Some((&start, entry)) = map.range_mut(..=number).next_back() else { continue };
-            let at = (number - start) as usize;
-            if at >= entry.answered.len() || entry.answered[at] {
-                continue;
-            }
-            entry.answered[at] = true;
-            entry.left -= 1;
-            let seq = entry.first_seq + at as u64;
-            match out.last_mut() {
-                Some((s, v)) if *s == start => v.push((seq, answer)),
-                _ => out.push((start, vec![(seq, answer)])),
-            }
-        }
-        for (start, answers) in out {
-            if let Some(entry) = map.get(&start) {
-                let _ = entry.route.send(answers);
-                if entry.left == 0 {
-                    map.remove(&start);
+        let empty = Bytes::new();
+        let records = match outcome {
+            Outcome::Records(records) => records,
+            Outcome::Failed(_) => &empty,
+        };
+        let mut cursor = Cursor { records, number: first, at: 0 };
+        let mut finished = Vec::new();
+        let mut number = first;
+        while number < end {
+            // The entry holding `number`, or else the next one that starts before `end`.
+            let held =
+                map.range(..=number).next_back().map(|(&s, e)| (s, s + e.answered.len() as u64));
+            let start = match held {
+                Some((start, stop)) if number < stop => start,
+                _ => match map.range(number + 1..end).next() {
+                    Some((&next, _)) => {
+                        number = next;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            let Some(entry) = map.get_mut(&start) else { break };
+            let stop = end.min(start + entry.answered.len() as u64);
+            while number < stop {
+                // A run of places not answered yet.
+                let from = number;
+                while number < stop && !entry.answered[(number - start) as usize] {
+                    entry.answered[(number - start) as usize] = true;
+                    number += 1;
+                }
+                if number > from {
+                    let count = number - from;
+                    entry.left -= count as usize;
+                    let seq = entry.first_seq + (from - start);
+                    let delivery = match outcome {
+                        Outcome::Records(_) => {
+                            let (a, b) = (cursor.seek(from), cursor.seek(number));
+                            Delivery::Records { seq, count, records: records.slice(a..b) }
+                        }
+                        Outcome::Failed(why) => Delivery::Failed { seq, count, why: why.into() },
+                    };
+                    let _ = entry.route.send(delivery);
+                }
+                while number < stop && entry.answered[(number - start) as usize] {
+                    number += 1;
                 }
             }
+            if entry.left == 0 {
+                finished.push(start);
+            }
+        }
+        for start in finished {
+            map.remove(&start);
         }
     }
 
@@ -101,14 +201,20 @@ impl Routes {
     pub fn fail_all(&self, why: &str) {
         let Ok(mut map) = self.0.lock() else { return };
         for (_, entry) in std::mem::take(&mut *map) {
-            let answers = entry
-                .answered
-                .iter()
-                .enumerate()
-                .filter(|(_, done)| !**done)
-                .map(|(i, _)| (entry.first_seq + i as u64, Answer::Failed(why.to_owned())))
-                .collect();
-            let _ = entry.route.send(answers);
+            let mut at = 0;
+            while at < entry.answered.len() {
+                let from = at;
+                while at < entry.answered.len() && !entry.answered[at] {
+                    at += 1;
+                }
+                if at > from {
+                    let (seq, count) = (entry.first_seq + from as u64, (at - from) as u64);
+                    let _ = entry.route.send(Delivery::Failed { seq, count, why: why.into() });
+                }
+                while at < entry.answered.len() && entry.answered[at] {
+                    at += 1;
+                }
+            }
         }
     }
 }
@@ -121,14 +227,27 @@ mod tests {
         Batch { items: vec![Bytes::new(); n], first_seq, route: route.clone() }
     }
 
-    fn done(n: usize) -> Vec<Answer> {
-        (0..n).map(|_| Answer::Done(Bytes::new())).collect()
+    /// Records whose results are the pool numbers `first..end`, one byte each.
+    fn records(first: u64, end: u64) -> Bytes {
+        let mut out = Vec::new();
+        for n in first..end {
+            codec::push_record(&mut out, &[n as u8]);
+        }
+        Bytes::from(out)
     }
 
-    fn seqs(rx: &mut mpsc::UnboundedReceiver<Vec<(u64, Answer)>>) -> Vec<u64> {
+    fn answer(routes: &Routes, first: u64, end: u64) {
+        routes.answer(first, end, Outcome::Records(&records(first, end)));
+    }
+
+    /// Every (place, answer byte or failure) that arrived, in arrival order.
+    fn got(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(u64, Option<u8>)> {
         let mut all = Vec::new();
-        while let Ok(v) = rx.try_recv() {
-            all.extend(v.into_iter().map(|(s, _)| s));
+        while let Ok(d) = rx.try_recv() {
+            d.each(|s, a| match a {
+                Answer::Done(b) => all.push((s, Some(b[0]))),
+                Answer::Failed(_) => all.push((s, None)),
+            });
         }
         all
     }
@@ -143,11 +262,12 @@ mod tests {
         routes.add(3, batch(2, 0, &b));
         routes.add(5, batch(2, 3, &a));
         // One unit spans the end of a's first batch and b's batch.
-        routes.answer(2, done(3));
-        routes.answer(0, done(2));
-        routes.answer(5, done(2));
-        assert_eq!(seqs(&mut a_rx), vec![2, 0, 1, 3, 4]);
-        assert_eq!(seqs(&mut b_rx), vec![0, 1]);
+        answer(&routes, 2, 5);
+        answer(&routes, 0, 2);
+        answer(&routes, 5, 7);
+        let a_got = vec![(2, Some(2)), (0, Some(0)), (1, Some(1)), (3, Some(5)), (4, Some(6))];
+        assert_eq!(got(&mut a_rx), a_got, "each place gets its own number's record");
+        assert_eq!(got(&mut b_rx), vec![(0, Some(3)), (1, Some(4))]);
         assert!(routes.0.lock().expect("lock").is_empty(), "every entry answered and gone");
     }
 
@@ -156,11 +276,29 @@ mod tests {
         let routes = Routes::default();
         let (a, mut a_rx) = mpsc::unbounded_channel();
         routes.add(10, batch(4, 100, &a));
-        routes.answer(11, done(2));
-        assert_eq!(seqs(&mut a_rx), vec![101, 102]);
+        answer(&routes, 11, 13);
+        assert_eq!(got(&mut a_rx), vec![(101, Some(11)), (102, Some(12))]);
         routes.fail_all("stopped");
-        assert_eq!(seqs(&mut a_rx), vec![100, 103]);
-        routes.answer(10, done(1));
-        assert_eq!(seqs(&mut a_rx), Vec::<u64>::new(), "no answer twice");
+        assert_eq!(got(&mut a_rx), vec![(100, None), (103, None)]);
+        answer(&routes, 10, 11);
+        assert_eq!(got(&mut a_rx), vec![], "no answer twice");
+    }
+
+    #[test]
+    fn a_unit_over_answered_places_and_gaps_delivers_only_the_rest_with_their_records() {
+        let routes = Routes::default();
+        let (a, mut a_rx) = mpsc::unbounded_channel();
+        // Numbers 0..4 and 6..8 are routed; 4..6 belong to no call (it went away).
+        routes.add(0, batch(4, 0, &a));
+        routes.add(6, batch(2, 4, &a));
+        answer(&routes, 1, 2);
+        got(&mut a_rx);
+        answer(&routes, 0, 8);
+        let rest = vec![(0, Some(0)), (2, Some(2)), (3, Some(3)), (4, Some(6)), (5, Some(7))];
+        assert_eq!(got(&mut a_rx), rest);
+        routes.add(8, batch(3, 6, &a));
+        routes.answer(8, 11, Outcome::Failed("poison"));
+        assert_eq!(got(&mut a_rx), vec![(6, None), (7, None), (8, None)]);
+        assert!(routes.0.lock().expect("lock").is_empty());
     }
 }

@@ -16,10 +16,14 @@ fn b9(s: String) -> (u32, u64) {
 }
 powerpool::task!(B9: fn(String) -> (u32, u64) = b9);
 
-/// The busy time per item, from the environment (workers inherit it).
+/// The busy time per item, from the environment (workers inherit it), read once per process
+/// as the floor's children do.
 fn work() -> Duration {
-    let us = std::env::var("B9_WORK_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_micros(us)
+    static WORK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WORK.get_or_init(|| {
+        let us = std::env::var("B9_WORK_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Duration::from_micros(us)
+    })
 }
 
 fn print(out: &mut impl Write, (words, hash): (u32, u64)) {
