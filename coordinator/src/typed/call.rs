@@ -48,11 +48,13 @@ impl Progress {
 type Hook = Box<dyn FnMut(&Progress) + Send>;
 
 /// Answers waiting to be handed back, by place: a ring from the oldest place not handed
-/// back, and the order they arrived in (for unordered calls). Every step is O(1).
+/// back, and, for unordered calls only, the order they arrived in (an ordered call keeping
+/// it would grow by a number per item for its whole life). Every step is O(1).
 #[derive(Debug, Default)]
 struct Pending {
     base: u64,
     slots: VecDeque<Slot>,
+    unordered: bool,
     arrived: VecDeque<u64>,
 }
 
@@ -73,7 +75,9 @@ impl Pending {
         }
         if matches!(self.slots[at], Slot::Waiting) {
             self.slots[at] = Slot::Ready(answer);
-            self.arrived.push_back(seq);
+            if self.unordered {
+                self.arrived.push_back(seq);
+            }
         }
     }
 
@@ -164,6 +168,11 @@ impl Call {
             started: Instant::now(),
             hook: None,
         }
+    }
+
+    /// Answers will be taken as they arrive ([`Call::take`] with `ordered` false).
+    pub fn set_unordered(&mut self) {
+        self.pending.unordered = true;
     }
 
     pub fn set_hook(&mut self, hook: Hook) {
@@ -346,7 +355,8 @@ mod tests {
         assert_eq!(seq(p.take_first()), Some(1));
         assert_eq!(seq(p.take_first()), Some(2));
         assert_eq!(p.base, 3);
-        let mut p = Pending::default();
+        assert!(p.arrived.is_empty() && p.slots.is_empty(), "an ordered call keeps nothing taken");
+        let mut p = Pending { unordered: true, ..Pending::default() };
         p.insert(5, done(5));
         p.insert(3, done(3));
         p.insert(3, done(9));

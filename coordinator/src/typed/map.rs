@@ -94,7 +94,8 @@ where
 
     /// Results as they are computed, each with its input's place (and every item's, as with
     /// [`Map::keep_going`]).
-    pub fn unordered(self) -> Unordered<I, T, R> {
+    pub fn unordered(mut self) -> Unordered<I, T, R> {
+        self.call.set_unordered();
         Unordered { map: self }
     }
 
