@@ -27,6 +27,9 @@ pub enum Work {
     /// Opaque items pulled from `source` as the pool has room, numbered from 0 in the order
     /// received; the source closing ends the input. Each item's result is one record.
     Items { source: mpsc::Receiver<Item>, batching: Batching },
+    /// The same as `Items`, with items arriving in runs: a client that gathers items anyway
+    /// (the typed library) saves the pool a channel operation per item.
+    Runs { source: mpsc::Receiver<Vec<Item>>, batching: Batching },
     /// Items for the workers' command modes (`run`'s jobs, `map --exec`'s lines): the same
     /// engine as `Items`, with `input` telling the workers what the items are and how to run
     /// them (the task name is not used).

@@ -55,10 +55,15 @@ pub async fn run(
             (Engine::range(chunks, format, config, ordered, now), Input::Range(format), None)
         }
         Work::Items { source, batching } => {
-            (Engine::items(batching, config, ordered, now), Input::Items, Some(source))
+            (Engine::items(batching, config, ordered, now), Input::Items, Some(Source::One(source)))
         }
+        Work::Runs { source, batching } => (
+            Engine::items(batching, config, ordered, now),
+            Input::Items,
+            Some(Source::Runs(source)),
+        ),
         Work::Commands { source, batching, input } => {
-            (Engine::items(batching, config, ordered, now), input, Some(source))
+            (Engine::items(batching, config, ordered, now), input, Some(Source::One(source)))
         }
     };
     let mut shell = Shell {
@@ -117,7 +122,7 @@ impl Shell {
         refusals: &mut mpsc::UnboundedReceiver<String>,
         events: &mut mpsc::UnboundedReceiver<Event>,
         interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
-        source: &mut Option<mpsc::Receiver<super::Item>>,
+        source: &mut Option<Source>,
         observers: &mut Observers,
     ) -> Result<(), Stop> {
         loop {
@@ -146,8 +151,8 @@ impl Shell {
                     }
                     Event::Consumed(consumed)
                 }
-                item = next_item(source), if wants_items => match item {
-                    Some(item) => Event::Items(self.more_items(item, source)),
+                items = next_items(source), if wants_items => match items {
+                    Some(items) => Event::Items(items),
                     None => {
                         *source = None;
                         Event::SourceEnded
@@ -163,24 +168,6 @@ impl Shell {
             }
             self.engine.handle(event, Instant::now());
         }
-    }
-
-    /// `first`, and the items that are already waiting behind it (up to a batch's worth each
-    /// for every worker): batches are made of what has arrived, so a fast source fills them.
-    fn more_items(
-        &self,
-        first: super::Item,
-        source: &mut Option<mpsc::Receiver<super::Item>>,
-    ) -> Vec<super::Item> {
-        let mut items = vec![first];
-        let Some(rx) = source else { return items };
-        while items.len() < 1024 {
-            match rx.try_recv() {
-                Ok(item) => items.push(item),
-                Err(_) => break,
-            }
-        }
-        items
     }
 
     /// Carries out what the engine decided.
@@ -276,9 +263,39 @@ impl Shell {
     }
 }
 
-async fn next_item(source: &mut Option<mpsc::Receiver<super::Item>>) -> Option<super::Item> {
+/// Where an items job's items come from: one at a time, or in runs.
+#[derive(Debug)]
+enum Source {
+    One(mpsc::Receiver<super::Item>),
+    Runs(mpsc::Receiver<Vec<super::Item>>),
+}
+
+/// The next items: the first to arrive, and those already waiting behind it (up to a batch's
+/// worth for every worker), so that batches are made of what has arrived and a fast source
+/// fills them. `None` once the source has ended.
+async fn next_items(source: &mut Option<Source>) -> Option<Vec<super::Item>> {
+    const MORE: usize = 1024;
     match source {
-        Some(rx) => rx.recv().await,
+        Some(Source::One(rx)) => {
+            let mut items = vec![rx.recv().await?];
+            while items.len() < MORE {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
+            Some(items)
+        }
+        Some(Source::Runs(rx)) => {
+            let mut items = rx.recv().await?;
+            while items.len() < MORE {
+                match rx.try_recv() {
+                    Ok(run) => items.extend(run),
+                    Err(_) => break,
+                }
+            }
+            Some(items)
+        }
         None => std::future::pending().await,
     }
 }

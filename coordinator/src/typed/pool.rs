@@ -19,9 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Items the feeder hands the engine per wait for room.
-const FEED_RUN: usize = 256;
-
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 /// The entry point: call it first thing in `main`. In a worker process (this same executable,
@@ -320,7 +317,8 @@ async fn serve(
     mut interrupts: mpsc::UnboundedReceiver<Interrupt>,
     routes: Routes,
 ) {
-    let (source_tx, source) = mpsc::channel::<Item>(FEED_RUN * 4);
+    // Four calls' batches of items (each at most `call::SEND_BATCH`) waiting at most.
+    let (source_tx, source) = mpsc::channel::<Vec<Item>>(4);
     let (mut sender, receiver) = pool::results();
     let (stop_feeding, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let feeder_routes = routes.clone();
@@ -334,15 +332,10 @@ async fn serve(
             let Some(batch) = batch else { break };
             let first = next;
             next += batch.items.len() as u64;
-            let mut items = feeder_routes.add(first, batch).into_iter();
-            // Room for many items at a time: one wait on the channel per run, not per item.
-            while items.len() > 0 {
-                let Ok(permits) = source_tx.reserve_many(items.len().min(FEED_RUN)).await else {
-                    break;
-                };
-                for (permit, item) in permits.zip(items.by_ref()) {
-                    permit.send(Item::from(item));
-                }
+            // The batch goes on as one run: one channel operation, not one per item.
+            let items = feeder_routes.add(first, batch).into_iter().map(Item::from).collect();
+            if source_tx.send(items).await.is_err() {
+                break;
             }
         }
         // Whatever was sent and never fed gets the pool's end as its answer.
@@ -354,7 +347,7 @@ async fn serve(
     let router = tokio::spawn(route_results(receiver, routes.clone()));
     let job = Job {
         task: TYPED_JOB.to_owned(),
-        work: pool::Work::Items { source, batching },
+        work: pool::Work::Runs { source, batching },
         config,
         ordered: false,
     };
