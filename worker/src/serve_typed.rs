@@ -62,11 +62,12 @@ async fn run_batch(
 ) -> Result<(), ConnError> {
     records.clear();
     records.resize(codec::DONE_PREFIX, 0);
-    let mut result = Vec::new();
     let mut last_frame = coarse_now();
     for (i, item) in items.iter().enumerate() {
-        result.clear();
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_item(states, item, &mut result)));
+        // The result is encoded in place, after room for its record's length.
+        let at = records.len();
+        records.extend_from_slice(&[0; 4]);
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_item(states, item, records)));
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(why)) => Some(why),
@@ -81,13 +82,13 @@ async fn run_batch(
             let failed = ChunkFailed { chunk: tag, item, reason };
             return Ok(session.writer.send(&FromWorker::Failed(failed)).await?);
         }
-        if records.len() + 4 + result.len() > codec::MAX_FRAME {
+        let len = records.len() - at - 4;
+        if records.len() > codec::MAX_FRAME {
             // One frame answers a batch: a result that would not fit fails here, named, and
             // the coordinator runs it again alone (where it fits, or fails for good).
             let reason = format!(
-                "its result of {} bytes (with the batch's before it) passes the {} MiB a frame \
+                "its result of {len} bytes (with the batch's before it) passes the {} MiB a frame \
                  carries",
-                result.len(),
                 codec::MAX_FRAME >> 20
             );
             let index = (first != u64::MAX).then(|| first.saturating_add(i as u64));
@@ -95,7 +96,7 @@ async fn run_batch(
             let failed = ChunkFailed { chunk: tag, item, reason };
             return Ok(session.writer.send(&FromWorker::Failed(failed)).await?);
         }
-        codec::push_record(records, &result);
+        records[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
         if coarse_now().saturating_sub(last_frame) >= PROGRESS_EVERY && i + 1 < items.len() {
             let done = (i + 1) as u64;
             session.writer.send(&FromWorker::Progress(UnitProgress { chunk: tag, done })).await?;

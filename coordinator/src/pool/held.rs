@@ -47,7 +47,9 @@ impl Held {
 
     /// Clones of items `first..end`.
     pub fn range(&self, first: u64, end: u64) -> Vec<Item> {
-        (first..end).filter_map(|n| self.get(n).cloned()).collect()
+        let mut items = Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
+        items.extend((first..end).filter_map(|n| self.get(n).cloned()));
+        items
     }
 
     pub fn is_empty(&self) -> bool {

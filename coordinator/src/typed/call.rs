@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Items gathered before they go to the feeder together.
-const SEND_BATCH: usize = 256;
-/// Bytes of encoded items gathered before they go to the feeder, whatever their count.
-const ARENA_BYTES: usize = 1 << 20;
+const SEND_BATCH: usize = 1024;
+/// Bytes of encoded items gathered before they go to the feeder, whatever their count, in an
+/// arena of [`ARENA_CAPACITY`]: below the allocator's mmap threshold (128 KiB), so that arenas
+/// are recycled from the heap with their pages mapped, instead of mapped, faulted in and
+/// unmapped each time.
+const ARENA_BYTES: usize = 48 << 10;
+const ARENA_CAPACITY: usize = 64 << 10;
 /// The least time between two progress reports of a call.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
@@ -131,8 +135,6 @@ pub(super) struct Call {
     arena: Vec<u8>,
     ends: Vec<usize>,
     checked: bool,
-    /// The largest arena so far (the next starts that size: encoding grows no arena twice).
-    arena_size: usize,
     failed: u64,
     started: Instant,
     hook: Option<(Hook, Instant)>,
@@ -163,7 +165,6 @@ impl Call {
             arena: Vec::new(),
             ends: Vec::new(),
             checked: false,
-            arena_size: 64 * SEND_BATCH,
             failed: 0,
             started: Instant::now(),
             hook: None,
@@ -193,7 +194,7 @@ impl Call {
     /// a type it cannot carry fails here, naming the task, never as a wrong value.
     pub fn push<T: Serialize + DeserializeOwned>(&mut self, input: &T) {
         if self.arena.capacity() == 0 {
-            self.arena = Vec::with_capacity(self.arena_size);
+            self.arena = Vec::with_capacity(ARENA_CAPACITY);
         }
         let start = self.arena.len();
         self.arena.extend_from_slice(&self.index.to_le_bytes());
@@ -231,7 +232,6 @@ impl Call {
         if self.ends.is_empty() {
             return;
         }
-        self.arena_size = self.arena_size.max(self.arena.len()).min(ARENA_BYTES);
         let arena = Bytes::from(std::mem::take(&mut self.arena));
         let mut start = 0;
         let items = self
