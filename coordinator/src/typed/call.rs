@@ -20,8 +20,8 @@ const SEND_BATCH: usize = 1024;
 /// arena of [`ARENA_CAPACITY`]: below the allocator's mmap threshold (128 KiB), so that arenas
 /// are recycled from the heap with their pages mapped, instead of mapped, faulted in and
 /// unmapped each time.
-const ARENA_BYTES: usize = 48 << 10;
-const ARENA_CAPACITY: usize = 64 << 10;
+const ARENA_BYTES: usize = 96 << 10;
+const ARENA_CAPACITY: usize = 120 << 10;
 /// The least time between two progress reports of a call.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
