@@ -67,7 +67,7 @@ pub struct MapArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "range")]
     pub input: Option<PathBuf>,
     /// Persistent line workers: each worker starts COMMAND once, writes it one input line per
-    /// item and reads back exactly one line per item (see the README's "For Python users").
+    /// item and reads back exactly one line per item (see docs/python.md).
     /// COMMAND is split into words like a shell would, without running one (unless --shell).
     #[arg(long, value_name = "COMMAND", conflicts_with_all = ["task", "range"])]
     pub exec: Option<String>,
@@ -79,7 +79,7 @@ pub struct MapArgs {
     pub unordered: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
-    /// Inputs per chunk [default: automatic, see the README].
+    /// Inputs per chunk [default: automatic, see docs/cli.md].
     #[arg(long, value_name = "N", value_parser = parse_chunk_size)]
     pub chunk_size: Option<u64>,
     /// Output format: decimal lines, an exact sum, or 16-byte little-endian integers.

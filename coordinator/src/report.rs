@@ -1,5 +1,5 @@
 //! `--report PATH`: one JSON object at the end of a run, whatever its outcome, for scripts and
-//! dashboards. Field by field in the README; every count is the same one the run printed.
+//! dashboards. Field by field in docs/cli.md; every count is the same one the run printed.
 
 use crate::errors::Error;
 use crate::plan::{format_name, MapPlan};
