@@ -98,7 +98,7 @@ impl AsyncWrite for Half {
     }
 
     fn is_write_vectored(&self) -> bool {
-        (&*self.0).is_write_vectored()
+        (*self.0).is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

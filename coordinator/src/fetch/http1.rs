@@ -99,9 +99,10 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    /// The origin of an `http` URL; `None` for any other scheme or a URL without a host.
+    /// The origin of an `http` URL; `None` for any other scheme, a URL without a host, or one
+    /// with credentials (reqwest sends those as basic authentication; this path does not).
     pub(crate) fn of(url: &url::Url) -> Option<Origin> {
-        if url.scheme() != "http" {
+        if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let host = url.host()?.to_owned();
@@ -216,6 +217,55 @@ impl Conn {
                     Err(_trailers) => continue,
                 },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> url::Url {
+        url::Url::parse(s).expect("a URL")
+    }
+
+    #[test]
+    fn origins_and_targets_are_read_once_from_the_url() {
+        let u = url("http://Example.COM/a/b?x=1&y#frag");
+        let origin = Origin::of(&u).expect("http");
+        assert_eq!((origin.authority.to_str().ok(), origin.port), (Some("example.com"), 80));
+        assert_eq!(target(&u).expect("a target").to_string(), "/a/b?x=1&y");
+        let u = url("http://127.0.0.1:8080");
+        let origin = Origin::of(&u).expect("http");
+        assert_eq!((origin.authority.to_str().ok(), origin.port), (Some("127.0.0.1:8080"), 8080));
+        assert_eq!(target(&u).expect("a target").to_string(), "/");
+        let v6 = Origin::of(&url("http://[::1]:81/")).expect("http");
+        assert_eq!(v6.authority.to_str().ok(), Some("[::1]:81"));
+    }
+
+    #[test]
+    fn https_and_credentials_are_left_to_reqwest() {
+        assert_eq!(Origin::of(&url("https://example.com/")), None);
+        assert_eq!(Origin::of(&url("http://user:pw@example.com/")), None);
+        assert_eq!(Origin::of(&url("http://user@example.com/")), None);
+    }
+
+    #[test]
+    fn failures_read_as_the_reqwest_paths_words() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (Failure::Connect(Error::from(ErrorKind::ConnectionRefused)), "refused"),
+            (Failure::Connect(Error::from(ErrorKind::TimedOut)), "timeout"),
+            (Failure::Connect(Error::from(ErrorKind::HostUnreachable)), "connect"),
+            (Failure::Dns(Error::other("no such host")), "dns"),
+            (Failure::Timeout, "timeout"),
+            (Failure::TooLarge, "too-large"),
+            (Failure::Redirects, "redirects"),
+            (Failure::Scheme("ftp://x/".into()), "request"),
+        ];
+        for (failure, word) in cases {
+            assert_eq!(failure.reason(), word, "{failure}");
+            assert!(!failure.died_before_answer(), "{failure}: no second try");
         }
     }
 }
