@@ -238,3 +238,37 @@ fn defect_17_13_a_server_closing_kept_alive_connections_gives_no_spurious_resets
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn urls_of_several_origins_and_https_mixed_come_out_in_order_and_alike_on_both_paths() {
+    let (a, b) = (TestServer::start(), TestServer::start());
+    // https to a plain-HTTP port goes to reqwest on either path, whose TLS handshake the
+    // server never answers (it waits for a request head): a timeout.
+    let tls = format!("https://127.0.0.1:{}/ok/1", a.addr.port());
+    let urls: Vec<String> = (0..60)
+        .map(|i| match i % 3 {
+            0 => a.url(&format!("/ok/{i}")),
+            1 => b.url(&format!("/ok/{i}")),
+            _ if i == 20 => tls.clone(),
+            _ => b.url(&format!("/redirect/{}", i % 4)),
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for client in CLIENTS {
+        let args = ["fetch", "--concurrency", "7", "--timeout", "1"];
+        let out = run(on_client(powerpool(args).args(&urls), client));
+        assert_eq!(out.status.code(), Some(3), "{client}: the https URL fails");
+        let lines = parse(&out.stdout);
+        assert_eq!(lines.len(), urls.len(), "{client}");
+        for (i, (line, url)) in lines.iter().zip(&urls).enumerate() {
+            assert_eq!(&line.url, url, "{client}: input order");
+            if i == 20 {
+                assert_eq!(line.status, "ERR:timeout", "{client}");
+            } else {
+                assert_eq!(line.status, "200", "{client}: {url}");
+            }
+        }
+        seen.push(lines.into_iter().map(|l| (l.status, l.bytes)).collect::<Vec<_>>());
+    }
+    assert_eq!(seen[0], seen[1], "the same statuses and sizes on both paths");
+}

@@ -339,3 +339,27 @@ async fn reap_killed(child: &mut Child) -> Exit {
     process::kill_group(child);
     exited(child.wait().await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::Item;
+    use bytes::Bytes;
+
+    fn item(pieces: &[usize]) -> Item {
+        Item::from_pieces(pieces.iter().map(|&n| Bytes::from(vec![7u8; n])).collect())
+    }
+
+    #[test]
+    fn large_pieces_are_written_in_place_and_small_ones_copied() {
+        // Fetched bodies: 100 KiB in pieces of 16 KiB or more.
+        let bodies: Vec<Item> = (0..10).map(|_| item(&[16 << 10, 40 << 10, 44 << 10])).collect();
+        assert!(worth_vectored(&bodies));
+        // Lines and jobs: thousands of short items; one copy beats a slice per piece.
+        let lines: Vec<Item> = (0..4096).map(|_| item(&[80])).collect();
+        assert!(!worth_vectored(&lines));
+        // A batch too small to matter, and large items cut into tiny pieces.
+        assert!(!worth_vectored(&[item(&[1000])]));
+        assert!(!worth_vectored(&[item(&[100; 1000])]));
+    }
+}
