@@ -87,6 +87,8 @@ impl Queue {
 
 struct Shared<S, F> {
     queues: Vec<Queue>,
+    /// No queue before this one has a URL left: where a task whose queue ran dry looks first.
+    first_open: AtomicUsize,
     limits: Limits,
     reqwest: OnceLock<Result<reqwest::Client, String>>,
     concurrency: usize,
@@ -122,6 +124,7 @@ pub(crate) fn start<S: Sink, F: Fn() -> S + Send + Sync + 'static>(
     let connections = concurrency.min(urls.len()).max(1);
     let shared = Arc::new(Shared {
         queues,
+        first_open: AtomicUsize::new(0),
         limits,
         reqwest: OnceLock::new(),
         concurrency,
@@ -137,6 +140,21 @@ pub(crate) fn start<S: Sink, F: Fn() -> S + Send + Sync + 'static>(
     Fetches { done, _tasks: tasks }
 }
 
+/// The first queue with URLs left, if any. Queues only ever run dry, so `first_open` only moves
+/// forward: finding the next queue costs nothing per URL and one pass over the origins in all,
+/// however many there are.
+fn next_queue(queues: &[Queue], first_open: &AtomicUsize) -> Option<usize> {
+    let mut q = first_open.load(Ordering::Relaxed);
+    while let Some(queue) = queues.get(q) {
+        if !queue.is_drained() {
+            return Some(q);
+        }
+        q += 1;
+        first_open.fetch_max(q, Ordering::Relaxed);
+    }
+    None
+}
+
 /// One connection task: URLs of its origin, one after the other, on one connection.
 async fn connection<S: Sink, F: Fn() -> S + Send + Sync>(shared: Arc<Shared<S, F>>, mut at: usize) {
     let mut conn: Option<Conn> = None;
@@ -144,10 +162,7 @@ async fn connection<S: Sink, F: Fn() -> S + Send + Sync>(shared: Arc<Shared<S, F
         let job = match shared.queues[at].take() {
             Some(job) => job,
             None => {
-                let n = shared.queues.len();
-                let Some(next) =
-                    (1..n).map(|d| (at + d) % n).find(|&q| !shared.queues[q].is_drained())
-                else {
+                let Some(next) = next_queue(&shared.queues, &shared.first_open) else {
                     return;
                 };
                 (at, conn) = (next, None);
@@ -334,5 +349,33 @@ async fn drain(slot: &mut Option<Conn>, mut body: Incoming) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(urls: usize) -> Queue {
+        let url = url::Url::parse("http://h/").expect("a URL");
+        let jobs = (0..urls).map(|index| Job { index, url: url.clone(), target: None }).collect();
+        Queue { origin: None, jobs, next: AtomicUsize::new(0) }
+    }
+
+    #[test]
+    fn a_task_whose_queue_ran_dry_moves_to_the_first_queue_with_urls_left() {
+        let queues = [queue(1), queue(2), queue(0), queue(1)];
+        let first_open = AtomicUsize::new(0);
+        assert_eq!(next_queue(&queues, &first_open), Some(0));
+        assert_eq!(queues[0].take().map(|j| j.index), Some(0));
+        assert!(queues[0].take().is_none(), "queue 0 ran dry");
+        assert_eq!(next_queue(&queues, &first_open), Some(1));
+        assert_eq!(first_open.load(Ordering::Relaxed), 1, "queue 0 is never looked at again");
+        queues[1].take();
+        queues[1].take();
+        assert_eq!(next_queue(&queues, &first_open), Some(3), "every URL of 1 taken, 2 empty");
+        queues[3].take();
+        assert_eq!(next_queue(&queues, &first_open), None, "every URL is taken");
+        assert_eq!(first_open.load(Ordering::Relaxed), 4);
     }
 }
