@@ -14,11 +14,10 @@
 //! this one; the tests run on both).
 
 use super::client::{self, FetchOutcome};
+use super::follow::{follow, Ended};
 use super::http1::{target, Conn, Failure, Origin};
 use bytes::Bytes;
-use hyper::body::{Body, Incoming};
-use hyper::header::LOCATION;
-use hyper::{Response, Uri};
+use hyper::Uri;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +28,6 @@ use tokio::task::JoinSet;
 
 /// Set to `reqwest` to send every URL through reqwest (tests run both paths).
 pub const FORCE_ENV: &str = "POWERPOOL_FETCH_CLIENT";
-/// Redirects followed before `ERR:redirects`, as reqwest's `Policy::limited(10)`.
-const MAX_REDIRECTS: usize = 10;
-/// The most of a redirect's body read to keep its connection; beyond, the connection is dropped.
-const DRAIN_LIMIT: u64 = 64 << 10;
 
 /// What the final answer's body goes to, a piece at a time, as it arrives.
 pub(crate) trait Sink: Send + 'static {
@@ -175,8 +170,19 @@ async fn connection<S: Sink, F: Fn() -> S + Send + Sync>(shared: Arc<Shared<S, F
         let queue = &shared.queues[at];
         let status = match (&queue.origin, &job.target) {
             (Some(origin), Some(target)) => {
-                let get =
-                    follow(&shared, &mut conn, origin, target, &job.url, &mut sink, &mut bytes);
+                let get = async {
+                    let limits = shared.limits;
+                    match follow(limits, &mut conn, origin, target, &job.url, &mut sink, &mut bytes)
+                        .await?
+                    {
+                        Ended::Answered(status) => Ok(status),
+                        Ended::ToHttps(url) => {
+                            through_reqwest(&shared, &url, &mut sink, &mut bytes)
+                                .await
+                                .map_err(Failure::Other)
+                        }
+                    }
+                };
                 match tokio::time::timeout(shared.limits.timeout, get).await {
                     Ok(result) => result.map_err(|f| {
                         tracing::debug!("{}: {f}", job.url);
@@ -211,145 +217,6 @@ async fn through_reqwest<S: Sink, F>(
         .as_ref()
         .map_err(|_| "request")?;
     client::get_into(client, url, shared.limits.max_body, sink, bytes).await
-}
-
-/// GETs `url` on `conn` (its origin's connection), following redirects; the final answer's
-/// body goes to `sink`.
-async fn follow<S: Sink, F>(
-    shared: &Shared<S, F>,
-    conn: &mut Option<Conn>,
-    home: &Origin,
-    first: &Uri,
-    url: &url::Url,
-    sink: &mut S,
-    bytes: &mut u64,
-) -> Result<u16, Failure> {
-    let limits = shared.limits;
-    let mut away: Option<(Origin, Option<Conn>)> = None;
-    let mut next: Option<url::Url> = None;
-    for hop in 0..=MAX_REDIRECTS {
-        let here = next.as_ref().unwrap_or(url);
-        let (origin, target) = match &next {
-            None => (home.clone(), first.clone()),
-            Some(u) => match (Origin::of(u), target(u)) {
-                (Some(origin), Some(target)) => (origin, target),
-                _ if u.scheme() == "https" => {
-                    return through_reqwest(shared, u, sink, bytes).await.map_err(Failure::Other)
-                }
-                _ => return Err(Failure::Scheme(u.to_string())),
-            },
-        };
-        let slot = if &origin == home {
-            &mut *conn
-        } else {
-            if away.as_ref().is_some_and(|(o, _)| o != &origin) {
-                away = None;
-            }
-            &mut away.get_or_insert_with(|| (origin.clone(), None)).1
-        };
-        let response = request(slot, &origin, &target, limits.timeout).await?;
-        if let Some(location) = redirect(&response, here) {
-            if hop == MAX_REDIRECTS {
-                *slot = None;
-                return Err(Failure::Redirects);
-            }
-            drain(slot, response.into_body()).await;
-            next = Some(location);
-            continue;
-        }
-        let status = response.status().as_u16();
-        if response.body().size_hint().exact().is_some_and(|n| n > limits.max_body) {
-            *slot = None;
-            return Err(Failure::TooLarge);
-        }
-        let read = read_body(slot, response.into_body(), limits.max_body, sink, bytes).await;
-        if read.is_err() {
-            *slot = None;
-        }
-        return read.map(|()| status);
-    }
-    Err(Failure::Redirects)
-}
-
-/// Reads `body` into `sink`, within `max_body` bytes in all.
-async fn read_body<S: Sink>(
-    slot: &mut Option<Conn>,
-    mut body: Incoming,
-    max_body: u64,
-    sink: &mut S,
-    bytes: &mut u64,
-) -> Result<(), Failure> {
-    let Some(conn) = slot.as_mut() else { return Err(Failure::Other("request")) };
-    while let Some(piece) = conn.piece(&mut body).await? {
-        *bytes += piece.len() as u64;
-        if *bytes > max_body {
-            return Err(Failure::TooLarge);
-        }
-        sink.piece(piece).await;
-    }
-    Ok(())
-}
-
-/// Sends a GET on the connection in `slot`, opening one if there is none (or the server closed
-/// it). A request that died on a reused connection before any answer goes once more on a new
-/// one. On any failure the slot is left empty.
-async fn request(
-    slot: &mut Option<Conn>,
-    origin: &Origin,
-    target: &Uri,
-    timeout: Duration,
-) -> Result<Response<Incoming>, Failure> {
-    let connect_timeout = timeout.min(Duration::from_secs(10));
-    let reused = match slot.take() {
-        Some(conn) if conn.is_open() => Some(conn),
-        _ => None,
-    };
-    let was_reused = reused.is_some();
-    let mut conn = match reused {
-        Some(conn) => conn,
-        None => Conn::open(origin, connect_timeout).await?,
-    };
-    let answer = match conn.get(target, origin).await {
-        Err(err) if was_reused && err.died_before_answer() => {
-            tracing::debug!("{target}: {err}; once more on a new connection");
-            conn = Conn::open(origin, connect_timeout).await?;
-            conn.get(target, origin).await
-        }
-        answer => answer,
-    };
-    if answer.is_ok() {
-        *slot = Some(conn);
-    }
-    answer
-}
-
-/// Where a redirect answer sends us: reqwest's rule (301, 302, 303, 307, 308 with a Location
-/// that resolves against the URL asked for); `None` for any other answer.
-fn redirect(response: &Response<Incoming>, base: &url::Url) -> Option<url::Url> {
-    if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
-        return None;
-    }
-    let location = response.headers().get(LOCATION)?.to_str().ok()?;
-    base.join(location).ok()
-}
-
-/// Reads and drops a redirect's body so that its connection can serve the next hop; a long or
-/// broken one costs the connection instead.
-async fn drain(slot: &mut Option<Conn>, mut body: Incoming) {
-    let Some(conn) = slot.as_mut() else { return };
-    let mut read = 0u64;
-    loop {
-        match conn.piece(&mut body).await {
-            Ok(None) => return,
-            Ok(Some(piece)) if read + piece.len() as u64 <= DRAIN_LIMIT => {
-                read += piece.len() as u64;
-            }
-            _ => {
-                *slot = None;
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the pool.
 
 mod client;
+mod follow;
 mod http1;
 mod lean;
 mod process;
