@@ -251,6 +251,35 @@ impl<'a> ItemsFrame<'a> {
     }
 }
 
+/// The first bytes of the frame of `ToWorker::Items(ItemBatch { chunk, first, items })` of
+/// `count` items of `bytes` bytes in all, length prefix included: writing these, then each
+/// item's length ([`item_length`]) and bytes, sends the very frame [`ItemsFrame`] builds,
+/// without copying the items into a buffer (a vectored write).
+pub fn items_frame_head(
+    chunk: u64,
+    first: u64,
+    count: usize,
+    bytes: usize,
+) -> Result<[u8; ITEMS_FRAME_OVERHEAD], CodecError> {
+    let body = count
+        .checked_mul(ITEM_OVERHEAD)
+        .and_then(|lengths| (ITEMS_HEADER + lengths).checked_add(bytes))
+        .filter(|&body| body <= MAX_FRAME)
+        .ok_or(CodecError::TooLarge(bytes))?;
+    let mut h = [0u8; ITEMS_FRAME_OVERHEAD];
+    h[0..4].copy_from_slice(&(body as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&ITEMS_TAG.to_le_bytes());
+    h[8..16].copy_from_slice(&chunk.to_le_bytes());
+    h[16..24].copy_from_slice(&first.to_le_bytes());
+    h[24..32].copy_from_slice(&(count as u64).to_le_bytes());
+    Ok(h)
+}
+
+/// What precedes an item of `len` bytes in an items frame.
+pub fn item_length(len: usize) -> [u8; ITEM_OVERHEAD] {
+    (len as u64).to_le_bytes()
+}
+
 /// The bytes one item adds to an items frame besides its own: its length.
 pub const ITEM_OVERHEAD: usize = 8;
 /// The bytes of an items frame besides its items.

@@ -158,6 +158,9 @@ fn oversized_frames_are_refused_by_both_writer_and_reader() {
     let mut dst = BytesMut::new();
     assert!(matches!(write_done_frame(0, 0, &payload, &mut dst), Err(CodecError::TooLarge(_))));
     assert!(dst.is_empty(), "a refused frame leaves nothing behind");
+    assert!(matches!(items_frame_head(0, 0, 1, MAX_FRAME), Err(CodecError::TooLarge(_))));
+    assert!(matches!(items_frame_head(0, 0, usize::MAX, 0), Err(CodecError::TooLarge(_))));
+    assert!(items_frame_head(0, 0, 1, MAX_FRAME - ITEMS_FRAME_OVERHEAD - ITEM_OVERHEAD).is_ok());
     let mut wire = BytesMut::new();
     wire.put_u32_le(u32::MAX);
     wire.put_slice(&[0; 16]);
@@ -299,6 +302,16 @@ proptest! {
             }
             items_frame.finish().expect("fits");
             prop_assert_eq!(&built[..], &frame[..]);
+            // Written as parts (the vectored path): head, then each length and item.
+            let bytes = b.items.iter().map(|i| i.len()).sum();
+            let mut parts = items_frame_head(b.chunk, b.first, b.items.len(), bytes)
+                .expect("fits")
+                .to_vec();
+            for item in &b.items {
+                parts.extend_from_slice(&item_length(item.len()));
+                parts.extend_from_slice(item);
+            }
+            prop_assert_eq!(&parts[..], &frame[..]);
             let (chunk, first, read) = items_batch(&frame[4..]).expect("an items frame");
             let expected: Vec<&[u8]> = b.items.iter().map(|i| &i[..]).collect();
             prop_assert_eq!((chunk, first, read), (b.chunk, b.first, expected));

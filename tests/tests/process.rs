@@ -3,7 +3,7 @@
 //! system's `wc`); a body larger than the budget; 1000 URLs; a worker killed mid-run; failed
 //! fetches; Ctrl-C.
 
-use powerpool_tests::http::{text_body, TestServer};
+use powerpool_tests::http::{on_client, text_body, TestServer, CLIENTS};
 use powerpool_tests::*;
 use sha2::{Digest, Sha256};
 use std::process::Stdio;
@@ -39,14 +39,17 @@ fn spawn_sha256(urls: &[String], extra: &[&str]) -> std::process::Child {
 fn sha256_of_every_body_matches_in_input_order() {
     let server = TestServer::start();
     let urls: Vec<String> = (0..40).map(|s| server.url(&format!("/text/{s}"))).collect();
-    let out = run(powerpool(["fetch", "--process", "sha256", "--workers", "2"]).args(&urls));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = lines(&out);
-    assert_eq!(got.len(), 40);
-    for (seed, (status, bytes, url, digest)) in got.iter().enumerate() {
-        let body = text_body(seed as u64);
-        assert_eq!((status.as_str(), *bytes, url), ("200", body.len() as u64, &urls[seed]));
-        assert_eq!(digest, &sha256_hex(&body), "digest of URL {seed}");
+    for client in CLIENTS {
+        let mut cmd = powerpool(["fetch", "--process", "sha256", "--workers", "2"]);
+        let out = run(on_client(cmd.args(&urls), client));
+        assert!(out.status.success(), "{client}: {}", String::from_utf8_lossy(&out.stderr));
+        let got = lines(&out);
+        assert_eq!(got.len(), 40);
+        for (seed, (status, bytes, url, digest)) in got.iter().enumerate() {
+            let body = text_body(seed as u64);
+            assert_eq!((status.as_str(), *bytes, url), ("200", body.len() as u64, &urls[seed]));
+            assert_eq!(digest, &sha256_hex(&body), "{client}: digest of URL {seed}");
+        }
     }
 }
 
@@ -71,11 +74,15 @@ fn wc_matches_the_system_wc() {
 fn a_body_larger_than_the_budget_still_completes() {
     let server = TestServer::start();
     let urls = [server.url("/ok/3000000"), server.url("/ok/10"), server.url("/ok/2500000")];
-    let out = run(powerpool(["fetch", "--process", "sha256", "--budget", "64K"]).args(&urls));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = lines(&out);
-    for ((_, bytes, _, digest), n) in got.iter().zip([3_000_000usize, 10, 2_500_000]) {
-        assert_eq!((*bytes as usize, digest.clone()), (n, sha256_hex(&vec![b'x'; n])));
+    for client in CLIENTS {
+        let mut cmd = powerpool(["fetch", "--process", "sha256", "--budget", "64K"]);
+        let out = run(on_client(cmd.args(&urls), client));
+        assert!(out.status.success(), "{client}: {}", String::from_utf8_lossy(&out.stderr));
+        let got = lines(&out);
+        assert_eq!(got.len(), 3, "{client}");
+        for ((_, bytes, _, digest), n) in got.iter().zip([3_000_000usize, 10, 2_500_000]) {
+            assert_eq!((*bytes as usize, digest.clone()), (n, sha256_hex(&vec![b'x'; n])));
+        }
     }
 }
 
@@ -235,22 +242,23 @@ fn budgets_from_one_byte_up_never_hang() {
     // fetches: each takes what there is and goes into overdraft for the rest.
     let server = TestServer::start();
     let urls: Vec<String> = (0..12).map(|s| server.url(&format!("/text/{s}"))).collect();
-    for budget in ["1", "100", "1K", "4K", "64K"] {
-        let out = run_with_timeout(
-            powerpool(["fetch", "--process", "sha256", "--budget", budget, "--concurrency", "8"])
-                .args(&urls),
-            TIMEOUT,
-        );
+    for (client, budget) in
+        CLIENTS.iter().flat_map(|c| ["1", "100", "1K", "4K", "64K"].map(|b| (c, b)))
+    {
+        let mut cmd =
+            powerpool(["fetch", "--process", "sha256", "--budget", budget, "--concurrency", "8"]);
+        let out = run_with_timeout(on_client(cmd.args(&urls), client), TIMEOUT);
+        assert_eq!(lines(&out).len(), 12, "{client}, --budget {budget}");
         assert!(
             out.status.success(),
-            "--budget {budget}: {}",
+            "{client}, --budget {budget}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         for (seed, (_, _, _, digest)) in lines(&out).iter().enumerate() {
             assert_eq!(
                 digest,
                 &sha256_hex(&text_body(seed as u64)),
-                "--budget {budget}, URL {seed}"
+                "{client}, --budget {budget}, URL {seed}"
             );
         }
     }
@@ -261,16 +269,22 @@ fn defect_17_12_memory_stays_under_the_budget_plus_one_body() {
     // Four 40 MB bodies, a 16 MiB budget, one worker: at most the budget plus one body in
     // overdraft (56 MiB) is held at once; a client that reserved every body from its
     // Content-Length, or held them all, would pass 160 MB.
+    for client in CLIENTS {
+        memory_stays_under_the_budget_plus_one_body_on(client);
+    }
+}
+
+fn memory_stays_under_the_budget_plus_one_body_on(client: &str) {
     let server = TestServer::start();
     let urls: Vec<String> = (0..4).map(|_| server.url("/ok/40000000")).collect();
-    let mut child =
-        powerpool(["fetch", "--process", "sha256", "--workers", "1", "--budget", "16M"])
-            .args(["--max-body", "50M", "--concurrency", "4"])
-            .args(&urls)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
+    let mut cmd = powerpool(["fetch", "--process", "sha256", "--workers", "1", "--budget", "16M"]);
+    let mut child = on_client(&mut cmd, client)
+        .args(["--max-body", "50M", "--concurrency", "4"])
+        .args(&urls)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
     let pid = child.id();
     let sampler = std::thread::spawn(move || {
         let mut peak = 0u64;
@@ -294,7 +308,9 @@ fn defect_17_12_memory_stays_under_the_budget_plus_one_body() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let digest = sha256_hex(&vec![b'x'; 40_000_000]);
     assert!(lines(&out).iter().all(|l| l.3 == digest), "every body computed exactly");
-    eprintln!("coordinator peak RSS: {peak_mib} MiB");
-    // The budget and one body: 16 + 38 MiB, plus the coordinator's own ~20 MiB.
-    assert!(peak_mib < 100, "the coordinator peaked at {peak_mib} MiB");
+    eprintln!("{client}: coordinator peak RSS: {peak_mib} MiB");
+    // The budget and one body: 16 + 38 MiB, plus the coordinator's own ~20 MiB, plus what the
+    // allocator keeps of freed pieces (measured under load, debug build: 85 to 103 MiB on
+    // either client path). Holding every body would be over 160.
+    assert!(peak_mib < 120, "{client}: the coordinator peaked at {peak_mib} MiB");
 }

@@ -1,4 +1,5 @@
-//! The HTTP client: reqwest on hyper, TLS by rustls with the ring provider.
+//! The reqwest client: https, HTTP/2 (and every URL when forced, see `lean`); TLS by rustls
+//! with the ring provider.
 //!
 //! Why this client: reqwest is the most used async HTTP client in Rust, with connection reuse,
 //! keep-alive, redirects, timeouts and HTTP/2. Its default TLS backend (aws-lc) is a heavy C
@@ -11,7 +12,7 @@
 //! sent once more on a connection opened for it, as curl and browsers do.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A client like the last one [`build`] made but that keeps no idle connection, so each request
 /// opens its own: where a request whose kept-alive connection died is sent again. Built on the
@@ -106,7 +107,7 @@ fn died_before_answer(err: &reqwest::Error) -> bool {
 
 /// A response whose body is being read, piece by piece, within a size limit.
 #[derive(Debug)]
-pub(crate) struct Download {
+struct Download {
     response: reqwest::Response,
     max_body: u64,
     received: u64,
@@ -114,7 +115,7 @@ pub(crate) struct Download {
 
 impl Download {
     /// Sends the GET; refuses at once a body announced longer than `max_body`.
-    pub(crate) async fn start(
+    async fn start(
         client: &reqwest::Client,
         url: &url::Url,
         max_body: u64,
@@ -134,12 +135,12 @@ impl Download {
         Ok(Download { response, max_body, received: 0 })
     }
 
-    pub(crate) fn status(&self) -> u16 {
+    fn status(&self) -> u16 {
         self.response.status().as_u16()
     }
 
     /// The next piece of body; `ERR:too-large` once more than `max_body` bytes arrived.
-    pub(crate) async fn next_piece(&mut self) -> Result<Option<bytes::Bytes>, &'static str> {
+    async fn next_piece(&mut self) -> Result<Option<bytes::Bytes>, &'static str> {
         let piece = self.response.chunk().await.map_err(|e| classify(&e))?;
         self.received += piece.as_ref().map_or(0, |p| p.len() as u64);
         if self.received > self.max_body {
@@ -149,20 +150,21 @@ impl Download {
     }
 }
 
-/// GETs `url`, reading (and counting, not keeping) the whole body; a body longer than
-/// `max_body` bytes (announced or received) ends the request as `ERR:too-large`.
-pub async fn fetch_one(client: &reqwest::Client, url: url::Url, max_body: u64) -> FetchOutcome {
-    let start = Instant::now();
-    let mut bytes = 0u64;
-    let status = async {
-        let mut download = Download::start(client, &url, max_body).await?;
-        while let Some(piece) = download.next_piece().await? {
-            bytes += piece.len() as u64;
-        }
-        Ok(download.status())
+/// GETs `url`, each piece of the body into `sink` as it arrives, counted in `bytes`; a body
+/// longer than `max_body` bytes (announced or received) ends the request as `ERR:too-large`.
+pub(crate) async fn get_into<S: super::lean::Sink>(
+    client: &reqwest::Client,
+    url: &url::Url,
+    max_body: u64,
+    sink: &mut S,
+    bytes: &mut u64,
+) -> Result<u16, &'static str> {
+    let mut download = Download::start(client, url, max_body).await?;
+    while let Some(piece) = download.next_piece().await? {
+        *bytes += piece.len() as u64;
+        sink.piece(piece).await;
     }
-    .await;
-    FetchOutcome { url, status, bytes, elapsed: start.elapsed() }
+    Ok(download.status())
 }
 
 /// A one-word reason for a transport failure.

@@ -2,9 +2,13 @@
 //! the pool.
 
 mod client;
+mod follow;
+mod http1;
+mod lean;
 mod process;
 
-pub use client::{build, fetch_one, FetchOutcome};
+pub use client::FetchOutcome;
+pub use lean::FORCE_ENV;
 pub use process::Computed;
 
 use crate::errors::Error;
@@ -13,7 +17,6 @@ use crate::pool::Stats;
 use crate::progress;
 use crate::report::{self, FetchReport, Percentiles, ProcessCounts};
 use crate::signal::Interrupt;
-use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -25,15 +28,12 @@ pub async fn run_ordered(
     plan: &FetchPlan,
     mut report: impl FnMut(&FetchOutcome, bool) -> std::io::Result<()>,
 ) -> Result<usize, Error> {
-    let client = build(plan.concurrency, plan.timeout).map_err(Error::Http)?;
-    let client = &client;
-    let mut outcomes = futures::stream::iter(plan.urls.iter().cloned().enumerate())
-        .map(|(i, url)| async move { (i, fetch_one(client, url, plan.max_body).await) })
-        .buffer_unordered(plan.concurrency);
+    let limits = lean::Limits { timeout: plan.timeout, max_body: plan.max_body };
+    let mut fetches = lean::start(&plan.urls, plan.concurrency, limits, || lean::Discard);
     let mut pending = BTreeMap::new();
     let mut next = 0;
     let mut failed = 0;
-    while let Some((i, outcome)) = outcomes.next().await {
+    while let Some((i, outcome, lean::Discard)) = fetches.done.recv().await {
         pending.insert(i, outcome);
         while let Some(outcome) = pending.remove(&next) {
             if !outcome.is_success() {

@@ -16,17 +16,16 @@
 //! Content-Length (a server may lie), so what is held is what arrived: at most the budget plus
 //! one body of at most `--max-body` in overdraft.
 
-use super::client::{Download, FetchOutcome};
+use super::client::FetchOutcome;
+use super::lean::{self, Limits, Sink};
 use crate::errors::Error;
 use crate::plan::{FetchPlan, ProcessPlan};
 use crate::pool::{self, Batching, Item, Job, Observers, Outcome, ResultReceiver, Stats};
 use crate::signal::Interrupt;
 use bytes::Bytes;
-use futures::StreamExt;
 use powerpool_shared::codec;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 /// What became of a body.
@@ -48,6 +47,7 @@ struct Hold {
 }
 
 /// The byte budget: permits are bytes.
+#[derive(Clone)]
 struct Budget {
     bytes: Arc<Semaphore>,
     total: usize,
@@ -70,16 +70,12 @@ pub async fn run(
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
     record: impl FnMut(&FetchOutcome, &Computed, bool) -> std::io::Result<()>,
 ) -> (Stats, Result<(), Error>) {
-    let client = match super::build(plan.concurrency, plan.timeout) {
-        Ok(client) => client,
-        Err(err) => return (Stats::default(), Err(Error::Http(err))),
-    };
     let total = usize::try_from(process.budget).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
     let budget =
         Budget { bytes: Arc::new(Semaphore::new(total)), total, overdraft: Arc::default() };
     let (items_tx, items_rx) = mpsc::channel(64);
     let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
-    let fetcher = tokio::spawn(fetch_all(plan.clone(), client, budget, items_tx, fetched_tx));
+    let fetcher = tokio::spawn(fetch_all(plan.clone(), budget, items_tx, fetched_tx));
     let job = Job {
         task: process.task.clone(),
         work: pool::Work::Items {
@@ -114,62 +110,51 @@ pub async fn run(
 }
 
 /// Fetches every URL, at most `concurrency` at once; each outcome goes to the gatherer, then
-/// each 2xx body to the pool as an item.
+/// each 2xx body to the pool as an item (numbered here, in the order they go to the pool).
 async fn fetch_all(
     plan: FetchPlan,
-    client: reqwest::Client,
     budget: Budget,
     items: mpsc::Sender<Item>,
     fetched: mpsc::UnboundedSender<Fetched>,
 ) {
-    let (client, budget) = (&client, &budget);
-    let mut fetches = futures::stream::iter(plan.urls.iter().cloned().enumerate())
-        .map(|(i, url)| async move { (i, fetch_body(client, url, plan.max_body, budget).await) })
-        .buffer_unordered(plan.concurrency);
+    let limits = Limits { timeout: plan.timeout, max_body: plan.max_body };
+    let new_body = move || Body { budget: Some(budget.clone()), ..Body::default() };
+    let mut fetches = lean::start(&plan.urls, plan.concurrency, limits, new_body);
     let mut next_item = 0u64;
-    while let Some((url_index, (outcome, body))) = fetches.next().await {
-        let Some((pieces, hold)) = body else {
+    while let Some((url_index, outcome, body)) = fetches.done.recv().await {
+        if !outcome.is_success() {
             if fetched.send(Fetched { url_index, outcome, item: None }).is_err() {
                 return;
             }
             continue;
-        };
+        }
         let index = next_item;
         next_item += 1;
         // The gatherer learns of the item before the pool can answer for it.
-        if fetched.send(Fetched { url_index, outcome, item: Some((index, hold)) }).is_err()
-            || items.send(Item::from_pieces(pieces)).await.is_err()
+        if fetched.send(Fetched { url_index, outcome, item: Some((index, body.hold)) }).is_err()
+            || items.send(Item::from_pieces(body.pieces)).await.is_err()
         {
             return; // the run stopped
         }
     }
 }
 
-/// GETs `url` and keeps its body as the pieces received, taking budget for each.
-async fn fetch_body(
-    client: &reqwest::Client,
-    url: url::Url,
-    max_body: u64,
-    budget: &Budget,
-) -> (FetchOutcome, Option<(Vec<Bytes>, Hold)>) {
-    let start = Instant::now();
-    let mut hold = Hold::default();
-    let mut held = 0usize;
-    let mut pieces = Vec::new();
-    let mut bytes = 0u64;
-    let status = async {
-        let mut download = Download::start(client, &url, max_body).await?;
-        while let Some(piece) = download.next_piece().await? {
-            take_budget(budget, piece.len(), &mut hold, &mut held).await;
-            bytes += piece.len() as u64;
-            pieces.push(piece);
+/// A body as it arrives: its pieces as received, and the budget taken for them.
+#[derive(Default)]
+struct Body {
+    budget: Option<Budget>,
+    hold: Hold,
+    held: usize,
+    pieces: Vec<Bytes>,
+}
+
+impl Sink for Body {
+    async fn piece(&mut self, piece: Bytes) {
+        if let Some(budget) = &self.budget {
+            take_budget(budget, piece.len(), &mut self.hold, &mut self.held).await;
         }
-        Ok(download.status())
+        self.pieces.push(piece);
     }
-    .await;
-    let outcome = FetchOutcome { url, status, bytes, elapsed: start.elapsed() };
-    let body = outcome.is_success().then_some((pieces, hold));
-    (outcome, body)
 }
 
 /// Takes `n` bytes of budget into `hold`. A fetch asks for at most the whole budget at once;

@@ -9,6 +9,7 @@ use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
 use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE};
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Child;
@@ -257,6 +258,18 @@ async fn send(
         Dispatch::Items { tag, items, .. } if items.len() == 1 && items[0].len() > LARGE_ITEM => {
             send_pieces(conn, tag, &items[0]).await
         }
+        Dispatch::Items { tag, first, items } if worth_vectored(&items) => {
+            let bytes = items.iter().map(super::Item::len).sum();
+            let head = codec::items_frame_head(tag, first, items.len(), bytes)?;
+            let lengths: Vec<_> = items.iter().map(|item| codec::item_length(item.len())).collect();
+            let mut parts = Vec::with_capacity(1 + 3 * items.len());
+            parts.push(IoSlice::new(&head));
+            for (item, length) in items.iter().zip(&lengths) {
+                parts.push(IoSlice::new(length));
+                parts.extend(item.pieces().filter(|p| !p.is_empty()).map(IoSlice::new));
+            }
+            conn.writer.send_vectored(&mut parts).await
+        }
         Dispatch::Items { tag, first, items } => {
             conn.writer
                 .send_built(|buf| {
@@ -271,9 +284,19 @@ async fn send(
     }
 }
 
+/// Whether a batch is better written straight from its items' pieces (large pieces: fetched
+/// bodies) than copied into one frame buffer (small ones: lines, jobs, where one copy is
+/// cheaper than a slice per piece).
+fn worth_vectored(items: &[super::Item]) -> bool {
+    const MIN_PIECE: usize = 4 << 10;
+    let bytes: usize = items.iter().map(super::Item::len).sum();
+    let slices: usize = items.iter().map(|item| 1 + item.pieces().count()).sum();
+    bytes >= 64 << 10 && bytes >= slices * MIN_PIECE
+}
+
 /// Sends a large item as `Body` frames of `MAX_BODY_PIECE` bytes (the last may be shorter,
-/// and is marked), gathered from the pieces the item arrived in (often a few KiB each, as
-/// read from the network) straight into the writer's frame buffer.
+/// and is marked), each written straight from the pieces the item arrived in (often a few KiB
+/// each, as read from the network) with vectored writes: no copy.
 async fn send_pieces(
     conn: &mut Authenticated,
     tag: u64,
@@ -286,24 +309,21 @@ async fn send_pieces(
         let size = left.min(MAX_BODY_PIECE);
         left -= size;
         let last = left == 0;
-        conn.writer
-            .send_built(|buf| {
-                buf.extend_from_slice(&codec::body_piece_header(tag, last, size)?);
-                let mut need = size;
-                while need > 0 {
-                    if carry.is_empty() {
-                        carry = pieces.next().ok_or(codec::CodecError::Records(
-                            "an item is shorter than its length",
-                        ))?;
-                    }
-                    let take = need.min(carry.len());
-                    buf.extend_from_slice(&carry[..take]);
-                    carry = &carry[take..];
-                    need -= take;
-                }
-                Ok(())
-            })
-            .await?;
+        let head = codec::body_piece_header(tag, last, size)?;
+        let mut parts = vec![IoSlice::new(&head)];
+        let mut need = size;
+        while need > 0 {
+            if carry.is_empty() {
+                carry = pieces
+                    .next()
+                    .ok_or(codec::CodecError::Records("an item is shorter than its length"))?;
+            }
+            let take = need.min(carry.len());
+            parts.push(IoSlice::new(&carry[..take]));
+            carry = &carry[take..];
+            need -= take;
+        }
+        conn.writer.send_vectored(&mut parts).await?;
     }
     Ok(())
 }
@@ -318,4 +338,28 @@ fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {
 async fn reap_killed(child: &mut Child) -> Exit {
     process::kill_group(child);
     exited(child.wait().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::Item;
+    use bytes::Bytes;
+
+    fn item(pieces: &[usize]) -> Item {
+        Item::from_pieces(pieces.iter().map(|&n| Bytes::from(vec![7u8; n])).collect())
+    }
+
+    #[test]
+    fn large_pieces_are_written_in_place_and_small_ones_copied() {
+        // Fetched bodies: 100 KiB in pieces of 16 KiB or more.
+        let bodies: Vec<Item> = (0..10).map(|_| item(&[16 << 10, 40 << 10, 44 << 10])).collect();
+        assert!(worth_vectored(&bodies));
+        // Lines and jobs: thousands of short items; one copy beats a slice per piece.
+        let lines: Vec<Item> = (0..4096).map(|_| item(&[80])).collect();
+        assert!(!worth_vectored(&lines));
+        // A batch too small to matter, and large items cut into tiny pieces.
+        assert!(!worth_vectored(&[item(&[1000])]));
+        assert!(!worth_vectored(&[item(&[100; 1000])]));
+    }
 }
