@@ -164,3 +164,30 @@ fn a_hundred_megabytes_from_one_job_in_ordered_mode_stay_within_buffer_plus_spil
     assert_eq!(&head[..6], b"first\n", "in input order");
     assert!(peak < 64 * 1024, "peak RSS of the tree {peak} KiB: not within buffer plus spill");
 }
+
+#[test]
+fn a_job_whose_daemon_keeps_its_output_open_keeps_what_it_printed() {
+    // The daemon leaves the job's group (setsid) holding the job's stdout and stderr open:
+    // the job ends, its pipes do not. What it printed stays, its status stays, and the note
+    // goes to stderr, never into the output.
+    let dir = TempDir::new("daemon");
+    let pidfile = dir.0.join("daemon");
+    let script =
+        format!("setsid sh -c 'echo $$ > {}; exec sleep 100' & echo printed $1", pidfile.display());
+    let out = run_with_timeout(
+        &mut powerpool(["run", "--", "sh", "-c", &script, "sh", "{}", ":::", "1", "2"]),
+        Duration::from_secs(30),
+    );
+    let daemons: Vec<u32> = std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for &p in &daemons {
+        kill(p, libc::SIGKILL);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "printed 1\nprinted 2\n");
+    assert!(stderr.contains("kept its output open"), "{stderr}");
+}

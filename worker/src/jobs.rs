@@ -104,53 +104,70 @@ impl Runner {
         let dir = self.spill_dir.clone();
         let out_name = format!("j{me}-{n}.out");
         let err_name = format!("j{me}-{n}.err");
-        let capture_out = capture(out, &dir, &out_name, inline_max);
-        let capture_err = capture(err, &dir, &err_name, inline_max);
         let deadline = self.spec.timeout_ms.map(|ms| began + Duration::from_millis(ms));
         let grace = self.grace();
-        let mut captured = Box::pin(async { tokio::join!(capture_out, capture_err) });
-        let mut early = None;
-        let ended = async {
-            let mut timed_out = false;
-            let status = tokio::select! {
-                status = job.wait() => status,
-                () = child::sleep_until(deadline) => {
-                    timed_out = true;
+        let mut held_out = Held::default();
+        let mut held_err = Held::default();
+        let (ended, pipes) = {
+            let capture_out = capture(out, &dir, &out_name, inline_max, &mut held_out);
+            let capture_err = capture(err, &dir, &err_name, inline_max, &mut held_err);
+            let mut captured = Box::pin(async { tokio::join!(capture_out, capture_err) });
+            let mut early = None;
+            let ended = async {
+                let mut timed_out = false;
+                let status = tokio::select! {
+                    status = job.wait() => status,
+                    () = child::sleep_until(deadline) => {
+                        timed_out = true;
+                        child::signal_group(pgid, libc::SIGTERM);
+                        match tokio::time::timeout(grace, job.wait()).await {
+                            Ok(status) => status,
+                            Err(_) => {
+                                child::signal_group(pgid, libc::SIGKILL);
+                                job.wait().await
+                            }
+                        }
+                    }
+                };
+                (status, timed_out, began.elapsed())
+            };
+            tokio::pin!(ended);
+            let ended = loop {
+                tokio::select! {
+                    both = &mut captured, if early.is_none() => early = Some(both),
+                    ended = &mut ended => break ended,
+                }
+            };
+            let pipes = match early {
+                Some(both) => Some(both),
+                None => {
+                    // The leader is gone, its pipes are not: end what it left in its group.
                     child::signal_group(pgid, libc::SIGTERM);
-                    match tokio::time::timeout(grace, job.wait()).await {
-                        Ok(status) => status,
+                    match tokio::time::timeout(grace, &mut captured).await {
+                        Ok(both) => Some(both),
                         Err(_) => {
                             child::signal_group(pgid, libc::SIGKILL);
-                            job.wait().await
+                            tokio::time::timeout(EOF_AFTER_KILL, &mut captured).await.ok()
                         }
                     }
                 }
             };
-            (status, timed_out, began.elapsed())
+            (ended, pipes)
         };
-        tokio::pin!(ended);
-        let (status, timed_out, runtime) = loop {
-            tokio::select! {
-                both = &mut captured, if early.is_none() => early = Some(both),
-                ended = &mut ended => break ended,
-            }
-        };
-        let (stdout, stderr) = match early {
-            Some(both) => both,
-            None => {
-                // The leader is gone, its pipes are not: end what it left in its group.
-                child::signal_group(pgid, libc::SIGTERM);
-                match tokio::time::timeout(grace, &mut captured).await {
-                    Ok(both) => both,
-                    Err(_) => {
-                        child::signal_group(pgid, libc::SIGKILL);
-                        tokio::time::timeout(EOF_AFTER_KILL, &mut captured)
-                            .await
-                            .unwrap_or_else(|_| unreachable_capture())
-                    }
-                }
-            }
-        };
+        let (status, timed_out, runtime) = ended;
+        // What came is kept, whatever cut a stream short; why goes to the job's stderr (never
+        // into its stdout, which is data).
+        let (out_read, err_read) = pipes.unwrap_or_else(|| {
+            let why = "a process that left the job's process group kept its output open; \
+                       what it wrote after the job ended is not kept";
+            (Ok(()), Err(std::io::Error::other(why)))
+        });
+        if let Err(e) = out_read {
+            held_err.note(&format!("powerpool: the job's stdout was cut short: {e}\n"));
+        }
+        if let Err(e) = err_read {
+            held_err.note(&format!("powerpool: {e}\n"));
+        }
         // Whatever the job left in its group ends with it (ESRCH, nothing, in the usual case).
         child::signal_group(pgid, libc::SIGTERM);
         child::signal_group(pgid, libc::SIGKILL);
@@ -171,16 +188,10 @@ impl Runner {
             attempts: 1,
             pid,
             slot: self.slot,
-            stdout: stdout.unwrap_or_else(|e| note(format!("output lost: {e}"))),
-            stderr: stderr.unwrap_or_else(|e| note(format!("powerpool: stderr lost: {e}\n"))),
+            stdout: held_out.into_captured(out_name),
+            stderr: held_err.into_captured(err_name),
         }
     }
-}
-
-/// What is kept of a job whose pipes stayed open after its group was killed.
-fn unreachable_capture() -> (std::io::Result<Captured>, std::io::Result<Captured>) {
-    let gone = || Err(std::io::Error::other("the job's output did not end"));
-    (gone(), gone())
 }
 
 fn note(text: String) -> Captured {
@@ -205,41 +216,65 @@ fn not_started(why: String) -> JobOutcome {
     }
 }
 
-/// Reads a pipe to its end: in memory up to `inline_max` bytes, then into `dir/name`.
+/// A stream's bytes so far: in memory up to the limit, then in a spill file.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    file: Option<std::fs::File>,
+    len: u64,
+}
+
+impl Held {
+    /// Adds a note of ours at the end (a spill file that cannot take it keeps what it has).
+    fn note(&mut self, text: &str) {
+        match &mut self.file {
+            Some(f) => {
+                if f.write_all(text.as_bytes()).is_ok() {
+                    self.len += text.len() as u64;
+                }
+            }
+            None => self.bytes.extend_from_slice(text.as_bytes()),
+        }
+    }
+
+    fn into_captured(self, name: String) -> Captured {
+        match self.file {
+            Some(_) => Captured::Spilled { name, len: self.len },
+            None => Captured::Inline(ByteBuf::from(self.bytes)),
+        }
+    }
+}
+
+/// Reads a pipe to its end into `held`: in memory up to `inline_max` bytes, then into
+/// `dir/name`. What was read stays in `held` if this is dropped before the end.
 async fn capture(
     pipe: Option<impl AsyncRead + Unpin>,
     dir: &Path,
     name: &str,
     inline_max: u64,
-) -> std::io::Result<Captured> {
-    let Some(mut pipe) = pipe else { return Ok(Captured::Inline(ByteBuf::new())) };
-    let mut held = Vec::new();
+    held: &mut Held,
+) -> std::io::Result<()> {
+    let Some(mut pipe) = pipe else { return Ok(()) };
     let mut buf = vec![0u8; 64 << 10];
-    let mut file: Option<std::fs::File> = None;
-    let mut len = 0u64;
     loop {
         let n = pipe.read(&mut buf).await?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        len += n as u64;
-        match &mut file {
+        held.len += n as u64;
+        match &mut held.file {
             Some(f) => f.write_all(&buf[..n])?,
-            None if len > inline_max => {
+            None if held.len > inline_max => {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(dir.join(name))?;
-                f.write_all(&held)?;
+                f.write_all(&held.bytes)?;
                 f.write_all(&buf[..n])?;
-                held = Vec::new();
-                file = Some(f);
+                held.bytes = Vec::new();
+                held.file = Some(f);
             }
-            None => held.extend_from_slice(&buf[..n]),
+            None => held.bytes.extend_from_slice(&buf[..n]),
         }
     }
-    Ok(match file {
-        Some(_) => Captured::Spilled { name: name.to_owned(), len },
-        None => Captured::Inline(ByteBuf::from(held)),
-    })
 }
