@@ -31,12 +31,29 @@ pub struct Runner {
     slot: u64,
     spill_dir: PathBuf,
     spilled: u64,
+    /// `PATH` when the worker started, and the programs found in it.
+    path_var: Option<std::ffi::OsString>,
+    found: std::collections::HashMap<Vec<u8>, PathBuf>,
 }
 
 impl Runner {
     pub fn new(spec: JobSpec, slot: u64) -> Runner {
         let spill_dir = PathBuf::from(std::ffi::OsStr::from_bytes(&spec.spill_dir));
-        Runner { spec, slot, spill_dir, spilled: 0 }
+        let path_var = std::env::var_os("PATH");
+        Runner { spec, slot, spill_dir, spilled: 0, path_var, found: Default::default() }
+    }
+
+    /// Where `PATH` finds the program `name`, looked up once per name (a run mostly starts
+    /// one program many times); `None` leaves the search to the spawn.
+    fn program(&mut self, name: &[u8]) -> Option<PathBuf> {
+        if let Some(found) = self.found.get(name) {
+            return Some(found.clone());
+        }
+        let found = child::find_in_path(name, self.path_var.as_deref())?;
+        if self.found.len() < 64 {
+            self.found.insert(name.to_vec(), found.clone());
+        }
+        Some(found)
     }
 
     fn grace(&self) -> Duration {
@@ -75,7 +92,8 @@ impl Runner {
     }
 
     async fn attempt(&mut self, argv: &[Vec<u8>]) -> JobOutcome {
-        let Some(mut cmd) = child::command(argv) else {
+        let path = argv.first().and_then(|name| self.program(name));
+        let Some(mut cmd) = child::command_at(argv, path.as_deref()) else {
             return not_started("empty command".into());
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
