@@ -24,6 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// group may hold them): then the output so far is kept and the rest dropped.
 const EOF_AFTER_KILL: Duration = Duration::from_secs(1);
 
+/// The size of each pipe read.
+const READ_BUF: usize = 64 << 10;
+
 /// Runs `jobs`' commands for one worker: its slot (for `{%}`) and where it spills.
 #[derive(Debug)]
 pub struct Runner {
@@ -34,13 +37,17 @@ pub struct Runner {
     /// `PATH` when the worker started, and the programs found in it.
     path_var: Option<std::ffi::OsString>,
     found: std::collections::HashMap<Vec<u8>, PathBuf>,
+    /// The read buffers of a job's two pipes, kept from job to job (fresh ones cost a page
+    /// fault and a clear per page, per job).
+    scratch: [Vec<u8>; 2],
 }
 
 impl Runner {
     pub fn new(spec: JobSpec, slot: u64) -> Runner {
         let spill_dir = PathBuf::from(std::ffi::OsStr::from_bytes(&spec.spill_dir));
         let path_var = std::env::var_os("PATH");
-        Runner { spec, slot, spill_dir, spilled: 0, path_var, found: Default::default() }
+        let scratch = [vec![0u8; READ_BUF], vec![0u8; READ_BUF]];
+        Runner { spec, slot, spill_dir, spilled: 0, path_var, found: Default::default(), scratch }
     }
 
     /// Where `PATH` finds the program `name`, looked up once per name (a run mostly starts
@@ -126,9 +133,11 @@ impl Runner {
         let grace = self.grace();
         let mut held_out = Held::default();
         let mut held_err = Held::default();
+        let mut scratch = std::mem::take(&mut self.scratch);
         let (ended, pipes) = {
-            let capture_out = capture(out, &dir, &out_name, inline_max, &mut held_out);
-            let capture_err = capture(err, &dir, &err_name, inline_max, &mut held_err);
+            let [buf_out, buf_err] = &mut scratch;
+            let capture_out = capture(out, &dir, &out_name, inline_max, &mut held_out, buf_out);
+            let capture_err = capture(err, &dir, &err_name, inline_max, &mut held_err, buf_err);
             let mut captured = Box::pin(async { tokio::join!(capture_out, capture_err) });
             let mut early = None;
             let ended = async {
@@ -172,6 +181,7 @@ impl Runner {
             };
             (ended, pipes)
         };
+        self.scratch = scratch;
         let (status, timed_out, runtime) = ended;
         // What came is kept, whatever cut a stream short; why goes to the job's stderr (never
         // into its stdout, which is data).
@@ -271,11 +281,11 @@ async fn capture(
     name: &str,
     inline_max: u64,
     held: &mut Held,
+    buf: &mut [u8],
 ) -> std::io::Result<()> {
     let Some(mut pipe) = pipe else { return Ok(()) };
-    let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = pipe.read(&mut buf).await?;
+        let n = pipe.read(buf).await?;
         if n == 0 {
             return Ok(());
         }
