@@ -343,3 +343,12 @@ fn a_failed_job_with_a_huge_input_is_named_in_a_short_line() {
     assert!(stderr.len() < 2000, "{} bytes of stderr", stderr.len());
     assert!(stderr.contains("(300000 bytes)"), "{stderr}");
 }
+
+#[test]
+fn a_nul_byte_in_a_line_fails_its_job_with_a_hint_at_dash_0() {
+    let out = pp_run(&["--", "echo"], b"a\0b\nc\n");
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.stdout, b"c\n", "the other jobs run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NUL byte") && stderr.contains("-0"), "{stderr}");
+}

@@ -112,9 +112,16 @@ impl Runner {
             Ok(job) => job,
             Err(err) => {
                 let program = String::from_utf8_lossy(&argv[0]).into_owned();
+                let why = if argv.iter().any(|a| a.contains(&0)) {
+                    "an argument holds a NUL byte, which no argument can (NUL-separated \
+                     input needs -0)"
+                        .to_owned()
+                } else {
+                    err.to_string()
+                };
                 return JobOutcome {
                     started_us,
-                    ..not_started(format!("cannot run '{program}': {err}"))
+                    ..not_started(format!("cannot run '{program}': {why}"))
                 };
             }
         };
