@@ -79,6 +79,11 @@ impl LinesPlan {
                 check_writable(flag, path)?;
             }
         }
+        crate::plan::check_distinct(&[
+            ("--input", input.as_deref()),
+            ("--report", args.report.as_deref()),
+            ("--joblog", args.joblog.as_deref()),
+        ])?;
         let timeout_ms = args.pool.task_timeout.map(|d| d.as_millis() as u64);
         let (work, command) = match (&args.exec, &args.task) {
             (Some(exec), _) => {

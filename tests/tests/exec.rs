@@ -161,3 +161,20 @@ fn byte_tasks_take_one_item_per_line() {
         .collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
+
+#[test]
+fn max_tasks_per_worker_restarts_the_command_and_the_output_is_exact() {
+    let dir = TempDir::new("exec-recycle");
+    let input = input_file(&dir.0, &numbers(50_000));
+    // The command answers each line with the line and its own pid.
+    let command = script(&dir.0, "pid.py", "print(line, os.getpid(), flush=True)");
+    let out = exec(&command, &input, &["--max-tasks-per-worker", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(&str, &str)> = text.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    let lines: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(lines.join("\n") + "\n", numbers(50_000), "every line once, in order");
+    let pids: std::collections::HashSet<&str> = rows.iter().map(|r| r.1).collect();
+    assert!(pids.len() > 2, "2 workers, recycled: the command restarted: {}", pids.len());
+}

@@ -271,3 +271,84 @@ fn bad_run_command_lines_get_one_line_and_exit_2() {
         assert_usage_error(&run(&mut powerpool(args)), what);
     }
 }
+
+#[test]
+fn flags_naming_the_same_file_are_refused_before_any_is_touched() {
+    let dir = TempDir::new("samefile");
+    let input = dir.0.join("in");
+    std::fs::write(&input, "1\n2\n").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (inp, other) = (path(&input), path(&dir.0.join("other")));
+    for (args, what) in [
+        (vec!["--input", &inp, "--joblog", &inp], "--joblog over --input"),
+        (vec!["--input", &inp, "--report", &inp], "--report over --input"),
+        (vec!["--input", &inp, "--shard", "0/2", "-o", &inp], "a shard over --input"),
+        (vec!["--input", &inp, "--joblog", &other, "--report", &other], "--joblog is --report"),
+        (vec!["--input", &inp, "--joblog", &other, "--shard", "0/2", "-o", &other], "log is -o"),
+    ] {
+        let out = run(powerpool(["run"]).args(&args).args(["--", "echo"]));
+        assert_usage_error(&out, what);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the same file"), "{what}");
+        assert_eq!(std::fs::read(&input).unwrap(), b"1\n2\n", "{what}: the input was touched");
+    }
+    let out = run(&mut powerpool(["map", "--exec", "cat", "--input", &inp, "--joblog", &inp]));
+    assert_usage_error(&out, "map --joblog over --input");
+    assert_eq!(std::fs::read(&input).unwrap(), b"1\n2\n", "map: the input was touched");
+}
+
+#[test]
+fn replacement_strings_naming_no_argument_are_refused() {
+    for (args, what) in [
+        (vec!["--", "echo", "{0}"], "{0}"),
+        (vec!["--", "echo", "x{0.}"], "{0.}"),
+        (vec!["--", "echo", "{2}"], "{2} with one line per job"),
+        (vec!["-n", "2", "--", "echo", "{3}"], "{3} with -n 2"),
+        (vec!["--", "echo", "{3}", ":::", "a", ":::", "b"], "{3} with two sources"),
+    ] {
+        let out = pp_run(&args, b"x\n");
+        assert_usage_error(&out, what);
+    }
+    // What can be there is accepted: a column of --colsep, the last of -n's inputs.
+    let out = pp_run(&["--colsep", ",", "--", "echo", "{3}"], b"a,b,c\na\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "c\n\n");
+    let out = pp_run(&["-n", "2", "--", "echo", "{2}"], b"a\nb\nc\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b\n\n");
+}
+
+#[test]
+fn a_joblog_cut_mid_line_or_with_commands_that_are_not_utf8_resumes() {
+    let dir = TempDir::new("cutlog");
+    let log = dir.0.join("log");
+    let first = pp_run(&["--joblog", log.to_str().unwrap(), "--", "echo"], b"a\xff\nb\n");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"3\t:\t1795672781.270\t     0.0"); // a run killed mid-line
+    std::fs::write(&log, &bytes).unwrap();
+    let again =
+        pp_run(&["--resume", "--joblog", log.to_str().unwrap(), "--", "echo"], b"a\xff\nb\nc\n");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(again.stdout, b"c\n", "job 3 was cut from the log: it runs again, alone");
+    let log = std::fs::read(&log).unwrap();
+    let seqs: Vec<&[u8]> =
+        log.split(|&b| b == b'\n').skip(1).map(|l| &l[..1.min(l.len())]).collect();
+    assert_eq!(seqs, [&b"1"[..], b"2", b"3", b""], "whole lines, each job once");
+}
+
+#[test]
+fn a_failed_job_with_a_huge_input_is_named_in_a_short_line() {
+    let input = format!("{}\n", "x".repeat(300_000));
+    let out = pp_run(&["--", "false"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.len() < 2000, "{} bytes of stderr", stderr.len());
+    assert!(stderr.contains("(300000 bytes)"), "{stderr}");
+}
+
+#[test]
+fn a_nul_byte_in_a_line_fails_its_job_with_a_hint_at_dash_0() {
+    let out = pp_run(&["--", "echo"], b"a\0b\nc\n");
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.stdout, b"c\n", "the other jobs run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NUL byte") && stderr.contains("-0"), "{stderr}");
+}

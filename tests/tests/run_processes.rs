@@ -164,3 +164,97 @@ fn a_hundred_megabytes_from_one_job_in_ordered_mode_stay_within_buffer_plus_spil
     assert_eq!(&head[..6], b"first\n", "in input order");
     assert!(peak < 64 * 1024, "peak RSS of the tree {peak} KiB: not within buffer plus spill");
 }
+
+#[test]
+fn a_job_whose_daemon_keeps_its_output_open_keeps_what_it_printed() {
+    // The daemon leaves the job's group (setsid) holding the job's stdout and stderr open:
+    // the job ends, its pipes do not. What it printed stays, its status stays, and the note
+    // goes to stderr, never into the output.
+    let dir = TempDir::new("daemon");
+    let pidfile = dir.0.join("daemon");
+    let script =
+        format!("setsid sh -c 'echo $$ > {}; exec sleep 100' & echo printed $1", pidfile.display());
+    let out = run_with_timeout(
+        &mut powerpool(["run", "--", "sh", "-c", &script, "sh", "{}", ":::", "1", "2"]),
+        Duration::from_secs(30),
+    );
+    let daemons: Vec<u32> = std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for &p in &daemons {
+        kill(p, libc::SIGKILL);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "printed 1\nprinted 2\n");
+    assert!(stderr.contains("kept its output open"), "{stderr}");
+}
+
+/// `(slot, worker pid)` of each output line `SLOT PID INPUT`, checked to be in input order.
+fn slots_and_pids(stdout: &[u8], inputs: u64) -> Vec<(u64, u32)> {
+    let text = String::from_utf8_lossy(stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let order: Vec<String> = rows.iter().map(|r| r[2].to_owned()).collect();
+    let expected: Vec<String> = (1..=inputs).map(|i| i.to_string()).collect();
+    assert_eq!(order, expected, "every input once, in order");
+    rows.iter().map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap())).collect()
+}
+
+#[test]
+fn the_worker_slot_is_in_range_and_a_replaced_worker_keeps_its_slot() {
+    // Job 20 kills its own worker (once): the pool replaces it and runs job 20 again.
+    let dir = TempDir::new("slots");
+    let marker = dir.0.join("killed");
+    let script = format!(
+        "if [ $2 = 20 ] && [ ! -e {0} ]; then echo $PPID > {0}; kill -9 $PPID; sleep 1; fi; \
+         echo $1 $PPID $2",
+        marker.display()
+    );
+    let inputs: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    let out = run_with_timeout(
+        powerpool(["run", "--workers", "3", "--", "sh", "-c", &script, "sh", "{%}", "{}", ":::"])
+            .args(&inputs),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = slots_and_pids(&out.stdout, 60);
+    let mut slot_of = std::collections::HashMap::new();
+    for &(slot, pid) in &rows {
+        assert!((1..=3).contains(&slot), "slot {slot} out of 1..=3");
+        assert_eq!(*slot_of.entry(pid).or_insert(slot), slot, "worker {pid} changed slot");
+    }
+    let killed: u32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    assert_ne!(rows[19].1, killed, "job 20 ran again, on another worker");
+    let mut per_slot = std::collections::HashMap::<u64, Vec<u32>>::new();
+    for (&pid, &slot) in &slot_of {
+        per_slot.entry(slot).or_default().push(pid);
+    }
+    assert_eq!(per_slot.len(), 3, "three slots: {per_slot:?}");
+    let replaced: Vec<&Vec<u32>> = per_slot.values().filter(|p| p.len() > 1).collect();
+    assert!(replaced.len() <= 1, "only the killed worker's slot had two workers: {per_slot:?}");
+    if let Some(pids) = replaced.first() {
+        assert!(pids.contains(&killed), "the replacement took the killed worker's slot");
+    }
+}
+
+#[test]
+fn max_tasks_per_worker_replaces_run_workers_and_the_output_is_exact() {
+    let inputs: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+    let out = run_with_timeout(
+        powerpool(["run", "--workers", "2", "--max-tasks-per-worker", "4", "--"])
+            .args(["sh", "-c", "echo $1 $PPID $2", "sh", "{%}", "{}", ":::"])
+            .args(&inputs),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = slots_and_pids(&out.stdout, 30);
+    let mut jobs_of = std::collections::HashMap::<u32, u32>::new();
+    for &(slot, pid) in &rows {
+        assert!((1..=2).contains(&slot));
+        *jobs_of.entry(pid).or_default() += 1;
+    }
+    assert!(jobs_of.values().all(|&n| n <= 4), "a worker ran more than 4 jobs: {jobs_of:?}");
+    assert!(jobs_of.len() >= 8, "30 jobs, 4 per worker: {jobs_of:?}");
+}

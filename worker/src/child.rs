@@ -15,6 +15,7 @@
 //! - The current group is a process-wide number ([`CURRENT_GROUP`]), set while a child runs:
 //!   a worker runs one child at a time.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -86,15 +87,52 @@ pub const HIDDEN_ENV: [&str; 5] = [
 /// A command for `argv` (bytes, as given) leading a process group of its own, with the
 /// worker's secrets removed from its environment.
 pub fn command(argv: &[Vec<u8>]) -> Option<tokio::process::Command> {
+    command_at(argv, None)
+}
+
+/// [`command`], run from `path` when one is given: the program found in `PATH` beforehand
+/// (its `argv[0]` stays as given), so that the spawn does not try each `PATH` directory.
+pub fn command_at(argv: &[Vec<u8>], path: Option<&Path>) -> Option<tokio::process::Command> {
     use std::os::unix::ffi::OsStrExt;
     let (program, args) = argv.split_first()?;
-    let mut cmd = tokio::process::Command::new(std::ffi::OsStr::from_bytes(program));
+    let name = std::ffi::OsStr::from_bytes(program);
+    let mut cmd = match path {
+        Some(path) => {
+            let mut cmd = tokio::process::Command::new(path);
+            cmd.arg0(name);
+            cmd
+        }
+        None => tokio::process::Command::new(name),
+    };
     cmd.args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)));
     for var in HIDDEN_ENV {
         cmd.env_remove(var);
     }
     cmd.process_group(0).kill_on_drop(false);
     Some(cmd)
+}
+
+/// Where `PATH` (as `path_var` gives it) finds the program `name`, as `execvp` would: the
+/// first directory holding an executable file of that name (an empty entry is the current
+/// directory). `None` for a name with a slash (no search) or one not found (the spawn then
+/// reports it as the system words it).
+pub fn find_in_path(name: &[u8], path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if name.is_empty() || name.contains(&b'/') {
+        return None;
+    }
+    let name = std::ffi::OsStr::from_bytes(name);
+    path_var?.as_bytes().split(|&b| b == b':').find_map(|dir| {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(std::ffi::OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(name);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
 }
 
 /// How a child ended, in words: `exited with status 3`, `killed by SIGKILL`.
@@ -136,5 +174,34 @@ pub async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_in_path_as_execvp_finds_them() {
+        let dir = std::env::temp_dir().join(format!("pp-path-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let write = |p: &Path, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&a.join("tool"), 0o644); // not executable: skipped
+        write(&b.join("tool"), 0o755);
+        std::fs::create_dir_all(a.join("dir")).unwrap(); // a directory: skipped
+        let path = std::ffi::OsString::from(format!("{}:{}", a.display(), b.display()));
+        assert_eq!(find_in_path(b"tool", Some(&path)), Some(b.join("tool")));
+        assert_eq!(find_in_path(b"dir", Some(&path)), None);
+        assert_eq!(find_in_path(b"missing", Some(&path)), None);
+        assert_eq!(find_in_path(b"./tool", Some(&path)), None, "a slash: no search");
+        assert_eq!(find_in_path(b"tool", None), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -69,10 +69,10 @@ pub async fn accept_loop(
     // Checked connections whose slot has not registered yet (a slot registers right after
     // spawning its worker, but its task may be preempted while the worker connects): held
     // until their registration comes, or for a handshake timeout.
-    // Only for the ids a slot may be about to register: the next `workers` after the highest
-    // registered so far (ids are given in order); any other id is refused at once.
+    // Only for the ids a slot may be about to register (see `Expected`); any other id is
+    // refused at once.
     let mut early: HashMap<u64, (Authenticated, tokio::time::Instant)> = HashMap::new();
-    let mut next_id = 0u64;
+    let mut expected = Expected::new(workers);
     loop {
         let now = tokio::time::Instant::now();
         early.retain(|id, (auth, at)| {
@@ -93,7 +93,7 @@ pub async fn accept_loop(
             Some(slot) = registrations.recv() => {
                 waiting.retain(|_, s| !s.conn.is_closed());
                 let id = slot.worker_id;
-                next_id = next_id.max(id + 1);
+                expected.register(id);
                 waiting.insert(id, slot);
                 if let Some((auth, _)) = early.remove(&id) {
                     hand_over(&mut waiting, auth, &refusals);
@@ -129,7 +129,7 @@ pub async fn accept_loop(
             Some(verdict) = checked.recv() => match verdict {
                 Ok(auth) if !waiting.contains_key(&auth.worker_id) => {
                     let id = auth.worker_id;
-                    if id >= next_id && id < next_id.saturating_add(workers) {
+                    if expected.may_come(id) {
                         early.insert(id, (auth, tokio::time::Instant::now()));
                     } else {
                         let _ = refusals.send(format!(
@@ -145,6 +145,42 @@ pub async fn accept_loop(
             },
             () = sleep_until_first(&early), if !early.is_empty() => {}
         }
+    }
+}
+
+/// The worker ids whose slot may still register: ids are given in order, but each slot
+/// registers from its own task, so slot 1 may register before slot 0. An id may come if it is
+/// one of the next `workers` after the highest registered, or a lower one skipped so far.
+#[derive(Debug)]
+struct Expected {
+    workers: u64,
+    /// One past the highest id registered.
+    next: u64,
+    /// Ids below `next` not registered yet (at most about `workers` of them: older ones are
+    /// forgotten, their workers long given up).
+    skipped: std::collections::BTreeSet<u64>,
+}
+
+impl Expected {
+    fn new(workers: u64) -> Expected {
+        Expected { workers: workers.max(1), next: 0, skipped: Default::default() }
+    }
+
+    fn register(&mut self, id: u64) {
+        if id >= self.next {
+            let from = self.next.max(id.saturating_sub(self.workers));
+            self.skipped.extend(from..id);
+            self.next = id + 1;
+        } else {
+            self.skipped.remove(&id);
+        }
+        let oldest = self.next.saturating_sub(2 * self.workers);
+        self.skipped = self.skipped.split_off(&oldest);
+    }
+
+    fn may_come(&self, id: u64) -> bool {
+        (id >= self.next && id < self.next.saturating_add(self.workers))
+            || self.skipped.contains(&id)
     }
 }
 
@@ -276,6 +312,21 @@ mod tests {
         assert!(spawned_by(group, Some(me)), "a process in the leader's group (a wrapper)");
         assert!(!spawned_by(u32::MAX - 1, Some(me)), "anyone else");
         assert!(spawned_by(u32::MAX - 1, None), "no credentials: the token alone decides");
+    }
+
+    #[test]
+    fn a_worker_may_connect_before_its_slot_registers_even_after_a_later_slot_did() {
+        let mut e = Expected::new(4);
+        assert!((0..4).all(|id| e.may_come(id)) && !e.may_come(4));
+        e.register(1); // slot 1's task ran before slot 0's
+        assert!(e.may_come(0), "slot 0 has not registered yet: its worker may wait");
+        assert!(!e.may_come(1), "registered: its connection goes straight to it");
+        assert!(e.may_come(5) && !e.may_come(6));
+        e.register(0);
+        assert!(!e.may_come(0), "each id once");
+        e.register(100);
+        assert!(e.may_come(99) && !e.may_come(2), "only the recent skipped ids");
+        assert!(e.skipped.len() <= 8, "bounded: {:?}", e.skipped);
     }
 
     #[test]

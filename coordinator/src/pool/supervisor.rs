@@ -97,7 +97,8 @@ struct Shell {
 }
 
 /// Each live worker's slot number, 1 to the pool's size: a replacement takes the lowest number
-/// free, which is its predecessor's (`run`'s `{%}`).
+/// free, which is its predecessor's (`run`'s `{%}`): freed when the worker exits, or when it is
+/// shut down to be recycled (its replacement starts before it has exited).
 #[derive(Debug, Default)]
 struct SlotNumbers {
     taken: HashMap<u64, u64>,
@@ -187,7 +188,12 @@ impl Shell {
                     self.slots.insert(id, cmd);
                 }
                 Action::Send { id, unit } => self.tell(id, SlotCmd::Send(unit)),
-                Action::Shutdown { id } => self.tell(id, SlotCmd::Shutdown),
+                Action::Shutdown { id } => {
+                    // A worker is shut down with nothing in flight, and its replacement is
+                    // spawned next: the replacement takes its number (`{%}` stays in 1..=N).
+                    self.numbers.free(id);
+                    self.tell(id, SlotCmd::Shutdown);
+                }
                 Action::Terminate { id } => self.tell(id, SlotCmd::Terminate),
                 Action::Kill { id } => self.tell(id, SlotCmd::Kill),
                 Action::Release(released) => {

@@ -157,16 +157,20 @@ fn open_joblog(plan: &RunPlan) -> Result<Option<io::BufWriter<std::fs::File>>, E
     let Some(path) = &plan.joblog else { return Ok(None) };
     let cannot =
         |e: io::Error| Error::Usage(format!("cannot write --joblog '{}': {e}", path.display()));
-    let fresh = !plan.append || std::fs::metadata(path).map_or(true, |m| m.len() == 0);
-    let file = std::fs::OpenOptions::new()
+    let keep = if plan.append { plan.joblog_whole } else { 0 };
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
-        .append(!fresh)
-        .truncate(fresh)
+        .truncate(keep == 0)
         .open(path)
         .map_err(cannot)?;
+    if keep > 0 {
+        // A resumed log: whole lines kept, a line cut short by a stopped run dropped.
+        file.set_len(keep).map_err(cannot)?;
+        io::Seek::seek(&mut file, io::SeekFrom::End(0)).map_err(cannot)?;
+    }
     let mut out = io::BufWriter::new(file);
-    if fresh {
+    if keep == 0 {
         writeln!(out, "{}", joblog::HEADER).map_err(cannot)?;
     }
     Ok(Some(out))

@@ -25,6 +25,9 @@ use std::sync::mpsc as std_mpsc;
 /// Finished jobs that may wait for an earlier one, at most.
 pub const MAX_WAITING: u64 = 1 << 16;
 
+/// The most characters of a failed job's input that the failure list shows.
+const SHOWN_MAX: usize = 200;
+
 /// What the run knows of a job before it runs.
 #[derive(Debug)]
 pub struct Meta {
@@ -228,8 +231,18 @@ fn failure(meta: &Meta, o: &JobOutcome) -> Option<Failure> {
         JobStatus::CannotStart(why) => why.clone(),
     };
     let why = if o.attempts > 1 { format!("{why} ({} attempts)", o.attempts) } else { why };
-    let input: Vec<String> = meta.args.iter().map(|a| String::from_utf8_lossy(a).into()).collect();
-    Some(Failure { seq: meta.seq, input: input.join(" "), why })
+    Some(Failure { seq: meta.seq, input: shown(&meta.args), why })
+}
+
+/// A job's arguments as a failure names them: joined by spaces, cut after [`SHOWN_MAX`]
+/// characters (an input may be megabytes), with the full length said.
+fn shown(args: &[Vec<u8>]) -> String {
+    let joined = args.join(&b' ');
+    let text = String::from_utf8_lossy(&joined);
+    match text.char_indices().nth(SHOWN_MAX) {
+        None => text.into_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], joined.len()),
+    }
 }
 
 /// Writes one job's stdout and stderr, whole; returns its failure if the run halts on it.
@@ -264,4 +277,34 @@ fn write_job(
         written.failures.push(failed.clone());
     }
     Ok(s.halt_on_error.then_some(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(args: Vec<Vec<u8>>) -> Failure {
+        let meta = Meta { seq: 7, args };
+        let o = JobOutcome {
+            status: JobStatus::Exited(3),
+            started_us: 0,
+            runtime_us: 0,
+            attempts: 1,
+            pid: 1,
+            slot: 1,
+            stdout: Captured::Inline(Default::default()),
+            stderr: Captured::Inline(Default::default()),
+        };
+        failure(&meta, &o).expect("a failure")
+    }
+
+    #[test]
+    fn a_failure_names_its_input_and_a_huge_one_is_cut() {
+        let f = failed(vec![b"a b".to_vec(), b"c".to_vec()]);
+        assert_eq!((f.seq, f.input.as_str(), f.why.as_str()), (7, "a b c", "exited with status 3"));
+        let f = failed(vec![vec![b'x'; 10_000_000]]);
+        assert_eq!(f.input, format!("{}... (10000000 bytes)", "x".repeat(SHOWN_MAX)));
+        let f = failed(vec!["é".repeat(300).into_bytes()]);
+        assert!(f.input.starts_with(&"é".repeat(SHOWN_MAX)) && f.input.ends_with("(600 bytes)"));
+    }
 }

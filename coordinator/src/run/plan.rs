@@ -33,8 +33,10 @@ pub struct RunPlan {
     pub buffer: u64,
     pub halt_on_error: bool,
     pub joblog: Option<PathBuf>,
-    /// Append to the joblog (`--resume`, `--resume-failed`) instead of starting it anew.
+    /// Append to the joblog (`--resume`, `--resume-failed`) instead of starting it anew,
+    /// after its first `joblog_whole` bytes (its whole lines).
     pub append: bool,
+    pub joblog_whole: u64,
     pub report: Option<PathBuf>,
     pub shard: Option<(RunHeader, PathBuf)>,
     /// The pool; its retries count worker deaths, `job_retries` failed jobs.
@@ -83,19 +85,53 @@ impl RunPlan {
                 check_writable(flag, path)?;
             }
         }
+        let file_input = match &input {
+            InputSpec::File(path) => Some(path.as_path()),
+            _ => None,
+        };
+        crate::plan::check_distinct(&[
+            ("--input", file_input),
+            ("--joblog", args.joblog.as_deref()),
+            ("--report", args.report.as_deref()),
+            ("--output", args.output.as_deref()),
+        ])?;
         let append = args.resume || args.resume_failed;
+        let mut joblog_whole = 0;
         if let (true, Some(log)) = (append, &args.joblog) {
-            let text = match std::fs::read_to_string(log) {
+            let text = match std::fs::read(log) {
                 Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => {
                     return Err(usage(format!("cannot read --joblog '{}': {e}", log.display())))
                 }
             };
-            shape.skip = super::joblog::done_jobs(&text, args.resume_failed)
+            let resumed = super::joblog::done_jobs(&text, args.resume_failed)
                 .map_err(|e| usage(format!("--joblog '{}': {e}", log.display())))?;
+            shape.skip = resumed.done;
+            joblog_whole = resumed.whole;
         }
-        let template = Template::parse(&words, args.shell);
+        let template = Template::parse(&words, args.shell).map_err(usage)?;
+        if shape.colsep.is_none() {
+            // Without --colsep, every job has the same number of arguments (the last of
+            // `-n N` may have fewer): one naming more is a mistake, not an empty word.
+            let columns = match &input {
+                InputSpec::Args(sources) => sources.len(),
+                _ => 1,
+            };
+            let arity = columns * shape.per_job;
+            let highest = template.highest_arg();
+            if highest > arity {
+                let why = match &input {
+                    InputSpec::Args(_) => format!("{columns} ::: source(s)"),
+                    _ => "one input line (--colsep splits a line into columns)".into(),
+                };
+                return Err(usage(format!(
+                    "{{{highest}}} names argument {highest}, but each job has {arity} \
+                     ({why}, {} input(s) per job)",
+                    shape.per_job
+                )));
+            }
+        }
         let shard = match (args.shard, &args.output, &input) {
             (None, _, _) => None,
             (Some(shard), Some(out), InputSpec::File(path)) => {
@@ -138,6 +174,7 @@ impl RunPlan {
             halt_on_error: args.halt_on_error,
             joblog: args.joblog,
             append,
+            joblog_whole,
             report: args.report,
             shard,
             job_retries: args.pool.retries.unwrap_or(0),

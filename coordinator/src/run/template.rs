@@ -161,11 +161,39 @@ pub fn shell_quote(v: &[u8]) -> Vec<u8> {
 }
 
 impl Template {
-    /// Parses the command's words; `shell`: the words are `sh` script text.
-    pub fn parse(words: &[Vec<u8>], shell: bool) -> Template {
+    /// Parses the command's words; `shell`: the words are `sh` script text. Refuses `{0}`
+    /// (and `{0.}`...): arguments count from 1, and GNU parallel's reading of it is not
+    /// documented.
+    pub fn parse(words: &[Vec<u8>], shell: bool) -> Result<Template, String> {
+        for word in words {
+            let mut rest = &word[..];
+            while let Some(open) = rest.iter().position(|&b| b == b'{') {
+                rest = &rest[open + 1..];
+                let Some(close) = rest.iter().position(|&b| b == b'}') else { break };
+                let inner = &rest[..close];
+                let digits = inner.iter().take_while(|b| b.is_ascii_digit()).count();
+                let zero = digits > 0 && inner[..digits].iter().all(|&b| b == b'0');
+                if zero && modifier(&inner[digits..]).is_some() {
+                    let text = String::from_utf8_lossy(inner);
+                    return Err(format!(
+                        "{{{text}}} is not a replacement string: arguments count from 1 \
+                         ({{1}} is the first, {{}} the whole input)"
+                    ));
+                }
+            }
+        }
         let words: Vec<Vec<Segment>> = words.iter().map(|w| parse_word(w)).collect();
         let has_replacements = words.iter().flatten().any(|s| !matches!(s, Segment::Lit(_)));
-        Template { words, has_replacements, shell }
+        Ok(Template { words, has_replacements, shell })
+    }
+
+    /// The highest N of the template's `{N}` strings (0 if none).
+    pub fn highest_arg(&self) -> usize {
+        let numbered = self.words.iter().flatten().filter_map(|seg| match seg {
+            Segment::Arg(Some(n), _) => Some(*n),
+            _ => None,
+        });
+        numbered.max().unwrap_or(0)
     }
 
     /// The command for job `seq` with arguments `args`.
