@@ -172,21 +172,27 @@ fn a_job_whose_daemon_keeps_its_output_open_keeps_what_it_printed() {
     // goes to stderr, never into the output.
     let dir = TempDir::new("daemon");
     let pidfile = dir.0.join("daemon");
-    let script =
-        format!("setsid sh -c 'echo $$ > {}; exec sleep 100' & echo printed $1", pidfile.display());
+    // The job ends only once its daemon has left the group (its pid file is written): a job
+    // that ended first would have its group, the daemon-to-be with it, ended at once.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {0}.$1.tmp; mv {0}.$1.tmp {0}.$1; exec sleep 100' sh $1 & \
+         while [ ! -s {0}.$1 ]; do sleep 0.01; done; echo printed $1",
+        pidfile.display()
+    );
     let out = run_with_timeout(
         &mut powerpool(["run", "--", "sh", "-c", &script, "sh", "{}", ":::", "1", "2"]),
         Duration::from_secs(30),
     );
-    let daemons: Vec<u32> = std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let daemons: Vec<u32> = ["1", "2"]
+        .iter()
+        .filter_map(|k| std::fs::read_to_string(format!("{}.{k}", pidfile.display())).ok())
+        .filter_map(|p| p.trim().parse().ok())
         .collect();
     for &p in &daemons {
         kill(p, libc::SIGKILL);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(daemons.len(), 2, "both daemons started: {stderr}");
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "printed 1\nprinted 2\n");
     assert!(stderr.contains("kept its output open"), "{stderr}");
