@@ -5,7 +5,7 @@ pub use super::socket_dir::SocketDir;
 use powerpool_shared::codec;
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half, Listener};
 use powerpool_shared::{FromWorker, Hello, Reject, ToWorker, PROTOCOL_VERSION, TOKEN_LEN};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -69,10 +69,12 @@ pub async fn accept_loop(
     // Checked connections whose slot has not registered yet (a slot registers right after
     // spawning its worker, but its task may be preempted while the worker connects): held
     // until their registration comes, or for a handshake timeout.
-    // Only for the ids a slot may be about to register: the next `workers` after the highest
-    // registered so far (ids are given in order); any other id is refused at once.
+    // Only for the ids a slot may be about to register: one never registered, below the next
+    // `workers` after the highest registered so far (ids are given in order, but slots that
+    // spawn at once may register out of order); any other id is refused at once.
     let mut early: HashMap<u64, (Authenticated, tokio::time::Instant)> = HashMap::new();
     let mut next_id = 0u64;
+    let mut registered = Registered::default();
     loop {
         let now = tokio::time::Instant::now();
         early.retain(|id, (auth, at)| {
@@ -94,6 +96,7 @@ pub async fn accept_loop(
                 waiting.retain(|_, s| !s.conn.is_closed());
                 let id = slot.worker_id;
                 next_id = next_id.max(id + 1);
+                registered.add(id);
                 waiting.insert(id, slot);
                 if let Some((auth, _)) = early.remove(&id) {
                     hand_over(&mut waiting, auth, &refusals);
@@ -129,7 +132,7 @@ pub async fn accept_loop(
             Some(verdict) = checked.recv() => match verdict {
                 Ok(auth) if !waiting.contains_key(&auth.worker_id) => {
                     let id = auth.worker_id;
-                    if id >= next_id && id < next_id.saturating_add(workers) {
+                    if !registered.has(id) && id < next_id.saturating_add(workers) {
                         early.insert(id, (auth, tokio::time::Instant::now()));
                     } else {
                         let _ = refusals.send(format!(
@@ -145,6 +148,29 @@ pub async fn accept_loop(
             },
             () = sleep_until_first(&early), if !early.is_empty() => {}
         }
+    }
+}
+
+/// The worker ids registered so far: every id below `below`, and the others (ids come nearly
+/// in order, so the set stays as small as the number of slots starting at once).
+#[derive(Debug, Default)]
+struct Registered {
+    below: u64,
+    above: HashSet<u64>,
+}
+
+impl Registered {
+    fn add(&mut self, id: u64) {
+        if id >= self.below {
+            self.above.insert(id);
+        }
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+    }
+
+    fn has(&self, id: u64) -> bool {
+        id < self.below || self.above.contains(&id)
     }
 }
 
@@ -276,6 +302,19 @@ mod tests {
         assert!(spawned_by(group, Some(me)), "a process in the leader's group (a wrapper)");
         assert!(!spawned_by(u32::MAX - 1, Some(me)), "anyone else");
         assert!(spawned_by(u32::MAX - 1, None), "no credentials: the token alone decides");
+    }
+
+    #[test]
+    fn registered_ids_are_known_in_any_order() {
+        let mut seen = Registered::default();
+        for id in [0, 3, 1] {
+            seen.add(id);
+        }
+        assert!(seen.has(0) && seen.has(1) && seen.has(3));
+        assert!(!seen.has(2), "a slot that spawned but has not registered yet");
+        seen.add(2);
+        assert!((0..4).all(|id| seen.has(id)) && !seen.has(4));
+        assert!(seen.above.is_empty(), "a run of ids is kept as a bound");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod slot;
 mod socket_dir;
 mod supervisor;
 mod work;
+pub(crate) mod zygote;
 
 pub use config::{default_workers, BadCommand, PoolConfig, WorkerCommand, MAX_WORKERS};
 pub use engine::Attempt;
