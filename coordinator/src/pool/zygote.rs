@@ -164,6 +164,9 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
     let Some((&last, first)) = workers.split_last() else { exit(0) };
     let shown = Shown::read();
     for &(id, number) in first {
+        // The child is born with its own variables, and shows them (`Shown`) from its first
+        // moment: whoever lists the coordinator's children finds a worker's environment.
+        set_ids(id, number, shown.as_ref());
         // SAFETY: a fork (no new stack: the child runs on a copy of this one) whose parent is
         // the coordinator; see the module's caveats on glibc. The child never returns here.
         let pid = unsafe {
@@ -171,7 +174,7 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         };
         if pid == 0 {
             drop(socket);
-            worker(id, number, shown.as_ref());
+            worker();
         }
         let answer = if pid > 0 {
             pid as i32
@@ -182,24 +185,29 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
             exit(0);
         }
     }
+    set_ids(last.0, last.1, shown.as_ref());
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     if send(&socket, &me.to_le_bytes()).is_err() {
         exit(0);
     }
     drop(socket);
-    worker(last.0, last.1, shown.as_ref())
+    worker()
 }
 
-/// Runs worker `id` in this process, as an executed worker would run, and exits.
-fn worker(id: u64, number: u64, shown: Option<&Shown>) -> ! {
-    // SAFETY: setpgid on this process only.
-    unsafe { libc::setpgid(0, 0) };
+/// Gives this process (and a child forked next) worker `id`'s variables, on show too.
+fn set_ids(id: u64, number: u64, shown: Option<&Shown>) {
     std::env::set_var(env::WORKER_ID, id.to_string());
     std::env::set_var(env::SLOT, number.to_string());
     if let Some(shown) = shown {
         shown.show();
     }
+}
+
+/// Runs the worker whose variables are set, as an executed worker would run, and exits.
+fn worker() -> ! {
+    // SAFETY: setpgid on this process only.
+    unsafe { libc::setpgid(0, 0) };
     exit(powerpool_worker::run(powerpool_worker::Registry::builtin()))
 }
 
