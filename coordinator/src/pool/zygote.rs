@@ -24,6 +24,8 @@
 //! - The zygote arms its own parent-death signal and checks its parent at once, so a
 //!   coordinator killed at any moment leaves no zygote behind.
 
+use super::shown::Shown;
+use super::zygote_wire::{decode, encode, recv, send, timeout};
 use powerpool_shared::env;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,8 +33,6 @@ use std::sync::Mutex;
 
 /// The largest request: the variables of a run and each worker's id and slot number.
 const MAX_REQUEST: usize = 64 << 10;
-/// How long the coordinator waits for the zygote's answer before it executes the workers.
-const ANSWER_TIMEOUT_S: libc::time_t = 5;
 
 /// This process's zygote, until the first run takes it.
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
@@ -215,97 +215,6 @@ fn exit(code: u8) -> ! {
     std::process::exit(i32::from(code))
 }
 
-/// The kernel's record of where a process's memory areas are (`struct prctl_mm_map`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct MmMap {
-    start_code: u64,
-    end_code: u64,
-    start_data: u64,
-    end_data: u64,
-    start_brk: u64,
-    brk: u64,
-    start_stack: u64,
-    arg_start: u64,
-    arg_end: u64,
-    env_start: u64,
-    env_end: u64,
-    auxv: *mut u64,
-    auxv_size: u32,
-    exe_fd: u32,
-}
-
-/// What `/proc/PID/cmdline` and `environ` show: an executed worker's command line (`powerpool
-/// worker`) and environment (with the run's variables), not the coordinator's, which a forked
-/// process would otherwise show. Monitoring tools, and anyone tracing a worker by hand, see what
-/// they would see of an executed one.
-struct Shown {
-    map: MmMap,
-    args: &'static [u8],
-}
-
-impl Shown {
-    /// Reads the zygote's map (`/proc/self/stat`), the same in every process it forks.
-    fn read() -> Option<Shown> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let (_, rest) = stat.rsplit_once(')')?;
-        let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
-        // Fields of proc(5), numbered from 1; `rest` starts at field 3.
-        let field = |n: usize| fields.get(n - 3).copied();
-        let map = MmMap {
-            start_code: field(26)?,
-            end_code: field(27)?,
-            start_data: field(45)?,
-            end_data: field(46)?,
-            start_brk: field(47)?,
-            brk: 0,
-            start_stack: field(28)?,
-            arg_start: field(48)?,
-            arg_end: field(49)?,
-            env_start: field(50)?,
-            env_end: field(51)?,
-            auxv: std::ptr::null_mut(),
-            auxv_size: 0,
-            exe_fd: u32::MAX,
-        };
-        let exe = std::env::current_exe().ok()?;
-        let mut args = exe.into_os_string().into_encoded_bytes();
-        args.extend_from_slice(b"\0worker\0");
-        Some(Shown { map, args: args.leak() })
-    }
-
-    /// Points this process's command line and environment at new copies (leaked: they live as
-    /// long as the process). Unprivileged (`PR_SET_MM_MAP` without a new executable); where it is
-    /// refused, the coordinator's stay on show and nothing else changes.
-    fn show(&self) {
-        let mut env = Vec::new();
-        for (key, value) in std::env::vars_os() {
-            env.extend_from_slice(key.as_encoded_bytes());
-            env.push(b'=');
-            env.extend_from_slice(value.as_encoded_bytes());
-            env.push(0);
-        }
-        let env = env.leak();
-        let mut map = self.map;
-        map.arg_start = self.args.as_ptr() as u64;
-        map.arg_end = map.arg_start + self.args.len() as u64;
-        map.env_start = env.as_ptr() as u64;
-        map.env_end = map.env_start + env.len() as u64;
-        // SAFETY: brk(0) only reads the current break; prctl reads the struct we pass, whose
-        // other fields are this process's own (forked from the zygote that read them).
-        unsafe {
-            map.brk = libc::syscall(libc::SYS_brk, 0) as u64;
-            libc::prctl(
-                libc::PR_SET_MM,
-                libc::PR_SET_MM_MAP as libc::c_ulong,
-                &map as *const MmMap as libc::c_ulong,
-                std::mem::size_of::<MmMap>() as libc::c_ulong,
-                0,
-            );
-        }
-    }
-}
-
 /// What an executed worker gets: stdin from /dev/null, stdout onto stderr (results travel on
 /// the socket only), and no other descriptor of the coordinator's.
 fn tidy_descriptors(keep: RawFd) {
@@ -339,113 +248,9 @@ fn reap(pid: libc::pid_t) {
     unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
-fn timeout(socket: &OwnedFd) -> io::Result<()> {
-    let limit = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
-    // SAFETY: setsockopt reads the struct we pass, of the size we pass.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&limit as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if set == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
-    // SAFETY: send reads `bytes` only.
-    let sent = unsafe {
-        libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)
-    };
-    if sent == bytes.len() as isize {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn recv(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-        let got = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        match got {
-            n if n > 0 => return Ok(n as usize),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-            _ => return Err(io::Error::last_os_error()),
-        }
-    }
-}
-
-/// A request: `KEY=VALUE` entries, an empty entry, then `ID,NUMBER` entries; each entry ends
-/// in a NUL.
-fn encode(vars: &[(&str, String)], workers: &[(u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (key, value) in vars {
-        out.extend_from_slice(format!("{key}={value}\0").as_bytes());
-    }
-    out.push(0);
-    for (id, number) in workers {
-        out.extend_from_slice(format!("{id},{number}\0").as_bytes());
-    }
-    out
-}
-
-type Request = (Vec<(String, String)>, Vec<(u64, u64)>);
-
-fn decode(bytes: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\0')?;
-    let (vars, workers) =
-        text.split_once("\0\0").or_else(|| text.strip_prefix('\0').map(|w| ("", w)))?;
-    let vars = vars
-        .split('\0')
-        .filter(|e| !e.is_empty())
-        .map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect::<Option<Vec<_>>>()?;
-    let workers = workers
-        .split('\0')
-        .map(|e| {
-            let (id, number) = e.split_once(',')?;
-            Some((id.parse().ok()?, number.parse().ok()?))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((vars, workers))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_request_round_trips() {
-        let vars = [("POWERPOOL_SOCKET", "/run/x/pool.sock".to_owned()), ("A", "b=c".to_owned())];
-        let workers = [(0, 1), (1, 2), (17, 4)];
-        let (v, w) = decode(&encode(&vars, &workers)).expect("decodes");
-        assert_eq!(
-            v,
-            vec![
-                ("POWERPOOL_SOCKET".into(), "/run/x/pool.sock".into()),
-                ("A".into(), "b=c".into())
-            ]
-        );
-        assert_eq!(w, workers);
-        let (v, w) = decode(&encode(&[], &[(3, 1)])).expect("decodes without variables");
-        assert!(v.is_empty());
-        assert_eq!(w, [(3, 1)]);
-    }
-
-    #[test]
-    fn a_malformed_request_is_refused() {
-        assert!(decode(b"A=b\0\0x,1\0").is_none(), "a bad id");
-        assert!(decode(b"A=b\0\x001,2").is_none(), "no final NUL");
-        assert!(decode(b"Ab\0\x001,2\0").is_none(), "a variable without =");
-    }
 
     #[test]
     fn this_test_process_is_not_single_threaded() {
