@@ -77,10 +77,16 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Command::Worker) {
         return powerpool_worker::main();
     }
+    if forks_workers(&cli.command) {
+        // First, while this process has one thread: see `pool::zygote`.
+        pool::zygote::start();
+    }
     install_panic_hook();
     init_logging(cli.verbose, cli.quiet);
     keep_freed_memory();
-    match run(cli) {
+    let result = run(cli);
+    pool::zygote::dismiss();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
             // The reader went away (`| head`): not an error, as for ripgrep.
@@ -177,6 +183,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             output::write_stdout(format!("{}\n", names.join("\n")).as_bytes())
         }
         Command::Worker => unreachable!("handled before logging starts"),
+    }
+}
+
+/// Whether the command runs a pool of this program's own workers, whose first wave the zygote
+/// forks (`--worker-cmd` workers are executed).
+fn forks_workers(command: &Command) -> bool {
+    match command {
+        Command::Map(args) => args.pool.worker_cmd.is_none(),
+        Command::Run(args) => args.pool.worker_cmd.is_none(),
+        Command::Fetch(args) => args.process.is_some() && args.pool.worker_cmd.is_none(),
+        _ => false,
     }
 }
 

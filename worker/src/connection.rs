@@ -5,7 +5,9 @@
 //! `PR_SET_PDEATHSIG` fires when the *thread* that spawned this process exits, not the whole
 //! coordinator. The coordinator spawns from long-lived runtime threads and arms it before `exec`;
 //! the worker arms it again first thing (harmless) and then checks that its parent is still the
-//! coordinator, closing the race where the coordinator died before the signal was armed.
+//! coordinator, closing the race where the coordinator died before the signal was armed. A
+//! worker forked by the coordinator's zygote (`clone(CLONE_PARENT)`, no exec) runs the same
+//! entry: its parent is the coordinator too, and its parent thread the coordinator's main one.
 
 use powerpool_shared::codec::{self};
 use powerpool_shared::env::{self, from_hex};

@@ -21,10 +21,13 @@ mod job;
 mod listener;
 mod process;
 mod restart;
+mod shown;
 mod slot;
 mod socket_dir;
 mod supervisor;
 mod work;
+pub(crate) mod zygote;
+mod zygote_wire;
 
 pub use config::{default_workers, BadCommand, PoolConfig, WorkerCommand, MAX_WORKERS};
 pub use engine::Attempt;

@@ -14,11 +14,18 @@
 //!   crate must arm it itself, or rely on end of file on its socket.
 //! - A `Child` dropped without being reaped is killed (`kill_on_drop`) but may stay a zombie
 //!   until the coordinator exits; every normal path reaps with `wait`.
+//! - A run's first workers are forked by the zygote (`zygote.rs`), not spawned: they are our
+//!   children all the same ([`Worker::Forked`]), waited for through a pidfd and `waitpid`.
+//!   Nothing else in the coordinator waits for any child (tokio waits only for the pids it
+//!   spawned), so no one else can reap them.
 
 use super::config::WorkerCommand;
 use powerpool_shared::env;
 use std::fmt;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 
 /// How a worker process ended.
@@ -104,8 +111,148 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
+impl SpawnSpec {
+    /// Whether the workers are this program's own (no `--worker-cmd`): only those can be
+    /// forked by the zygote.
+    pub fn is_own_worker(&self) -> bool {
+        self.command.env.is_empty()
+            && self.command.args == ["worker"]
+            && std::env::current_exe().is_ok_and(|exe| exe == self.command.program)
+    }
+
+    /// What a worker of this run is told through its environment, but its id and number
+    /// (`None` for a socket path that is not UTF-8, which only an executed worker is given).
+    pub fn shared_env(&self) -> Option<Vec<(&'static str, String)>> {
+        let mut vars = vec![
+            (env::SOCKET, self.socket.to_str()?.to_owned()),
+            (env::TOKEN, self.token_hex.clone()),
+            (env::COORDINATOR_PID, std::process::id().to_string()),
+        ];
+        if let Some(soft) = crate::limits::original_nofile() {
+            vars.push((env::NOFILE_SOFT, soft.to_string()));
+        }
+        Some(vars)
+    }
+}
+
+/// A worker process: spawned by exec, or forked by the zygote; the coordinator's child either
+/// way.
+#[derive(Debug)]
+pub enum Worker {
+    Spawned(Child),
+    Forked(Forked),
+}
+
+/// A worker the zygote forked (`clone(CLONE_PARENT)`): our child, known by its pid.
+#[derive(Debug)]
+pub struct Forked {
+    pid: u32,
+    /// Readable once the process has ended; opened at the first wait.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+}
+
+impl Forked {
+    pub fn new(pid: u32) -> Forked {
+        Forked { pid, pidfd: None, status: None }
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = reap_now(self.pid)?;
+        }
+        Ok(self.status)
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        if self.pidfd.is_none() {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::pid_t, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: the descriptor was just returned to us and is owned here alone.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            // SAFETY: an OwnedFd keeps its one descriptor open until the AsyncFd drops it.
+            let registered =
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+            self.pidfd = Some(registered.map_err(io::Error::from)?);
+        }
+        let pidfd = self.pidfd.as_ref().expect("opened just above");
+        loop {
+            let mut ready = pidfd.readable().await?;
+            if let Some(status) = reap_now(self.pid)? {
+                self.status = Some(status);
+                return Ok(status);
+            }
+            // No edge is lost: tokio keeps the readiness if an event came after `readable`.
+            ready.clear_ready();
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        if self.status.is_some() {
+            return; // reaped: the pid may be someone else's now
+        }
+        let pid = self.pid as libc::pid_t;
+        // SAFETY: killpg and kill touch no memory; the pid is our unreaped child, its group's
+        // leader (the zygote made it so before answering with its pid).
+        unsafe {
+            if libc::killpg(pid, sig) != 0 {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+}
+
+impl Drop for Forked {
+    /// As `kill_on_drop`: a worker whose handle is dropped unreaped is killed.
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.try_wait();
+        }
+    }
+}
+
+/// Reaps `pid`, our child, if it has ended.
+fn reap_now(pid: u32) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut raw = 0;
+    // SAFETY: waitpid writes only the status we pass.
+    match unsafe { libc::waitpid(pid as libc::pid_t, &mut raw, libc::WNOHANG) } {
+        0 => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(Some(ExitStatus::from_raw(raw))),
+    }
+}
+
+impl Worker {
+    /// The process's id, until it has been reaped.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Worker::Spawned(child) => child.id(),
+            Worker::Forked(forked) => Some(forked.pid).filter(|_| forked.status.is_none()),
+        }
+    }
+
+    /// Waits for the process to end and reaps it; cancel-safe, and repeatable once reaped.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Worker::Spawned(child) => child.wait().await,
+            Worker::Forked(forked) => forked.wait().await,
+        }
+    }
+}
+
 /// Starts one worker process for slot `worker_id`, numbered `number` among the live workers.
-pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<Child> {
+pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<Worker> {
     let coordinator = std::process::id();
     let mut cmd = Command::new(&spec.command.program);
     cmd.args(&spec.command.args)
@@ -128,7 +275,7 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<C
     {
         cmd.process_group(0);
     }
-    cmd.spawn().map_err(crate::limits::explain_spawn_error)
+    cmd.spawn().map(Worker::Spawned).map_err(crate::limits::explain_spawn_error)
 }
 
 fn stderr_handle() -> Stdio {
@@ -144,7 +291,11 @@ fn stderr_handle() -> Stdio {
 
 /// Sends SIGTERM to the worker's whole process group: the polite first half of ending a worker
 /// that overran `--task-timeout`.
-pub fn terminate_group(child: &Child) {
+pub fn terminate_group(child: &Worker) {
+    let child = match child {
+        Worker::Spawned(child) => child,
+        Worker::Forked(forked) => return forked.signal(libc::SIGTERM),
+    };
     #[cfg(unix)]
     if let Some(pid) = child.id() {
         // SAFETY: killpg with a pid we spawned as a group leader; no memory is involved.
@@ -155,7 +306,11 @@ pub fn terminate_group(child: &Child) {
 }
 
 /// Sends SIGKILL to the worker's whole process group (itself and anything it started).
-pub fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Worker) {
+    let child = match child {
+        Worker::Spawned(child) => child,
+        Worker::Forked(forked) => return forked.signal(libc::SIGKILL),
+    };
     #[cfg(unix)]
     if let Some(pid) = child.id() {
         // SAFETY: killpg with a pid we spawned as a group leader; no memory is involved.

@@ -6,13 +6,12 @@
 
 use super::engine::{Dispatch, Event};
 use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
-use super::process::{self, Exit, SpawnSpec};
+use super::process::{self, Exit, SpawnSpec, Worker};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
 use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -35,29 +34,39 @@ pub enum SlotCmd {
     Kill,
 }
 
-/// Starts a slot task: spawns the worker process and serves it. Its connection arrives on
-/// `conn` from the listener; its events go to `events`, tagged with nothing but their own id.
+/// Starts a slot task: spawns the worker process (unless the zygote `forked` it already) and
+/// serves it. Its connection arrives on `conn` from the listener; its events go to `events`,
+/// tagged with nothing but their own id.
 pub fn start(
     id: u64,
     number: u64,
+    forked: Option<Worker>,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
     listener: mpsc::UnboundedSender<Registration>,
     events: mpsc::UnboundedSender<Event>,
 ) -> mpsc::UnboundedSender<SlotCmd> {
     let (cmd, cmds) = mpsc::unbounded_channel();
+    let register = move |worker: Worker| {
+        let (conn_tx, conn) = oneshot::channel();
+        let pid = worker.id().unwrap_or(0);
+        let _ = listener.send(Registration { worker_id: id, pid, conn: conn_tx });
+        (worker, conn)
+    };
+    // A forked worker is running already and connects within microseconds: it is registered
+    // here, in the order of the ids, as the listener expects.
+    let forked = forked.map(&register);
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
         let measure_memory = spec.measure_memory;
         let mut slot =
             Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory };
-        let exit = match process::spawn(&spec, id, number) {
-            Ok(mut child) => {
-                let (conn_tx, conn) = oneshot::channel();
-                let pid = child.id().unwrap_or(0);
-                let _ = listener.send(Registration { worker_id: id, pid, conn: conn_tx });
-                slot.run(&mut child, welcome, conn).await
-            }
+        let started = match forked {
+            Some(registered) => Ok(registered),
+            None => process::spawn(&spec, id, number).map(register),
+        };
+        let exit = match started {
+            Ok((mut child, conn)) => slot.run(&mut child, welcome, conn).await,
             Err(err) => {
                 let program = spec.command.program.display();
                 Exit::NotStarted(format!("cannot start a worker ({program}): {err}"))
@@ -84,7 +93,7 @@ struct Slot {
 impl Slot {
     async fn run(
         &mut self,
-        child: &mut Child,
+        child: &mut Worker,
         welcome: Welcome,
         conn: oneshot::Receiver<Authenticated>,
     ) -> Exit {
@@ -109,7 +118,7 @@ impl Slot {
     /// `Err(None)`: it is to be killed and reaped.
     async fn connect(
         &mut self,
-        child: &mut Child,
+        child: &mut Worker,
         mut conn: oneshot::Receiver<Authenticated>,
     ) -> Result<Box<Authenticated>, Option<Exit>> {
         let deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
@@ -145,7 +154,7 @@ impl Slot {
 
     /// Phase 2: sends what the engine dispatches, forwards what the worker answers, until the
     /// process ends.
-    async fn serve(&mut self, child: &mut Child, conn: &mut Authenticated) -> Exit {
+    async fn serve(&mut self, child: &mut Worker, conn: &mut Authenticated) -> Exit {
         let mut reading = true;
         loop {
             let kill_at = self.kill_at;
@@ -335,7 +344,7 @@ fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {
     }
 }
 
-async fn reap_killed(child: &mut Child) -> Exit {
+async fn reap_killed(child: &mut Worker) -> Exit {
     process::kill_group(child);
     exited(child.wait().await)
 }

@@ -6,8 +6,9 @@
 use super::engine::{Action, Engine, Event};
 use super::job::{Job, ResultSender, Work};
 use super::listener::{self, SocketDir};
-use super::process::SpawnSpec;
+use super::process::{Forked, SpawnSpec, Worker};
 use super::slot::{self, SlotCmd};
+use super::zygote::{self, Zygote};
 use super::{Observers, PoolError, Stats, Stop};
 use crate::signal::Interrupt;
 use powerpool_shared::env::to_hex;
@@ -66,8 +67,10 @@ pub async fn run(
             (Engine::items(batching, config, ordered, now), input, Some(Source::One(source)))
         }
     };
+    let zygote = if spec.is_own_worker() { zygote::take() } else { None };
     let mut shell = Shell {
         engine,
+        zygote,
         spec: Arc::new(spec),
         welcome: Welcome { task, input },
         register_tx,
@@ -87,6 +90,8 @@ pub async fn run(
 
 struct Shell {
     engine: Engine,
+    /// Forks the first workers, if this process has one (`zygote.rs`).
+    zygote: Option<Zygote>,
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
     register_tx: mpsc::UnboundedSender<listener::Registration>,
@@ -171,15 +176,51 @@ impl Shell {
         }
     }
 
+    /// The first workers of the run, by their ids: their numbers, and each one the zygote
+    /// forked (a worker it could not fork is spawned as any other). Empty once the zygote is
+    /// used, or where there is none.
+    fn fork_wave(&mut self, actions: &[Action]) -> HashMap<u64, (u64, Option<Worker>)> {
+        let ids: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| if let Action::Spawn { id } = a { Some(*id) } else { None })
+            .collect();
+        let mut wave = HashMap::new();
+        if ids.is_empty() {
+            return wave;
+        }
+        let Some(zygote) = self.zygote.take() else { return wave };
+        let Some(vars) = self.spec.shared_env() else { return wave };
+        let workers: Vec<(u64, u64)> = ids.iter().map(|&id| (id, self.numbers.take(id))).collect();
+        let pids = zygote.fork_workers(&vars, &workers);
+        for (i, &(id, number)) in workers.iter().enumerate() {
+            let forked = match pids.get(i) {
+                Some(Ok(pid)) => Some(Worker::Forked(Forked::new(*pid))),
+                Some(Err(err)) => {
+                    tracing::debug!(id, "the zygote could not fork a worker: {err}");
+                    None
+                }
+                None => None,
+            };
+            wave.insert(id, (number, forked));
+        }
+        wave
+    }
+
     /// Carries out what the engine decided.
     fn execute(&mut self, results: &ResultSender, observers: &mut Observers) -> Result<(), Stop> {
-        for action in self.engine.take_actions() {
+        let actions = self.engine.take_actions();
+        let mut wave = self.fork_wave(&actions);
+        for action in actions {
             match action {
                 Action::Spawn { id } => {
-                    let number = self.numbers.take(id);
+                    let (number, forked) = match wave.remove(&id) {
+                        Some(started) => started,
+                        None => (self.numbers.take(id), None),
+                    };
                     let cmd = slot::start(
                         id,
                         number,
+                        forked,
                         Arc::clone(&self.spec),
                         self.welcome.clone(),
                         self.register_tx.clone(),

@@ -1,0 +1,262 @@
+//! The start-up fork server: the first workers of a run are forked, not executed.
+//!
+//! Starting a worker by `exec` costs the dynamic loader, the program's relocations and its
+//! runtime set-up, again in every worker: most of a tiny job's time. So `main`, while the
+//! coordinator still has one thread and before the runtime is built, forks one small process,
+//! the *zygote*, that waits on a socket pair. When the pool has its socket and secret, it asks
+//! the zygote for its first wave of workers in one request; the zygote forks all but the last
+//! of them and then *becomes* the last one. Each worker then runs the same entry as an
+//! executed one (`powerpool_worker::run`), so it reads the same variables and arms the same
+//! parent-death signal; only the exec is gone. Workers started later (replacements, recycling,
+//! a second run) are executed as before, and so is every `--worker-cmd` and the typed library,
+//! whose caller may already have threads.
+//!
+//! # Caveats
+//!
+//! - The zygote forks its siblings with `clone(CLONE_PARENT)`: their parent is the coordinator,
+//!   as for an executed worker, so the coordinator reaps each one and names how it ended, and
+//!   `PR_SET_PDEATHSIG` follows the coordinator's *main* thread (the one that forked the
+//!   zygote), which runs the whole program. The zygote itself is never a lasting extra child:
+//!   it ends as a worker, or on end of file when the run needed no worker.
+//! - A raw `clone` skips glibc's fork bookkeeping. The zygote has one thread and holds no lock,
+//!   so what that bookkeeping resets is already in its reset state; the one stale field, the
+//!   thread's cached tid, is read by nothing a worker calls (glibc's `raise` asks the kernel).
+//! - The zygote arms its own parent-death signal and checks its parent at once, so a
+//!   coordinator killed at any moment leaves no zygote behind.
+
+use super::shown::Shown;
+use super::zygote_wire::{decode, encode, recv, send, timeout};
+use powerpool_shared::env;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+/// The largest request: the variables of a run and each worker's id and slot number.
+const MAX_REQUEST: usize = 64 << 10;
+
+/// This process's zygote, until the first run takes it.
+static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
+
+/// The coordinator's end of a waiting zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    pid: libc::pid_t,
+    socket: OwnedFd,
+}
+
+/// Forks the zygote, if this process has one thread (otherwise nothing is forked and workers
+/// are executed). Call it from `main`, before anything starts a thread.
+pub fn start() {
+    if !single_threaded() {
+        return;
+    }
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into the array we pass.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        return;
+    }
+    // SAFETY: both descriptors were just made and are owned here alone.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: getpid has no preconditions.
+    let coordinator = unsafe { libc::getpid() };
+    // SAFETY: this process has one thread (checked above), so the child may do anything the
+    // parent could; it never returns into the caller (`serve` ends in exit).
+    match unsafe { libc::fork() } {
+        0 => {
+            drop(ours);
+            serve(theirs, coordinator)
+        }
+        pid if pid > 0 => {
+            *ZYGOTE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Zygote { pid, socket: ours });
+        }
+        _ => {}
+    }
+}
+
+/// The zygote, for the first run that wants one.
+pub fn take() -> Option<Zygote> {
+    ZYGOTE.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Ends a zygote no run took (an empty range, a run that failed before its workers).
+pub fn dismiss() {
+    drop(take());
+}
+
+impl Drop for Zygote {
+    /// A zygote that was never asked for workers, or failed to answer, is ended and reaped;
+    /// one that answered is a worker now, reaped by its slot.
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill touches no memory; the pid is our unreaped child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            reap(self.pid);
+        }
+    }
+}
+
+impl Zygote {
+    /// Forks the workers `(id, number)` with the variables `vars`; returns each one's pid, in
+    /// order, or why it was not forked. Workers it gives no answer for were not forked.
+    pub fn fork_workers(
+        mut self,
+        vars: &[(&str, String)],
+        workers: &[(u64, u64)],
+    ) -> Vec<io::Result<u32>> {
+        let request = encode(vars, workers);
+        let mut pids = Vec::with_capacity(workers.len());
+        let sent = timeout(&self.socket).and_then(|()| send(&self.socket, &request));
+        if sent.is_ok() {
+            while pids.len() < workers.len() {
+                let mut answer = [0u8; 4];
+                match recv(&self.socket, &mut answer) {
+                    Ok(4) => {}
+                    _ => break,
+                }
+                pids.push(match i32::from_le_bytes(answer) {
+                    pid if pid > 0 => Ok(pid as u32),
+                    errno => Err(io::Error::from_raw_os_error(-errno)),
+                });
+            }
+        }
+        if pids.len() == workers.len() {
+            // The zygote is the last worker now: its slot reaps it.
+            self.pid = 0;
+        }
+        // Otherwise it died or stalled before it became the last worker: dropping it ends it.
+        for pid in pids.iter().flatten() {
+            // The worker makes itself a group leader too; doing it here as well means no
+            // signal to its group can miss it, whichever of the two runs first.
+            // SAFETY: setpgid touches no memory; the pid is our child, which has not exec'd.
+            unsafe { libc::setpgid(*pid as libc::pid_t, *pid as libc::pid_t) };
+        }
+        pids
+    }
+}
+
+/// The zygote's life: one request, a fork for each worker but the last, then the last worker.
+fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
+    // SAFETY: plain system calls on this process; the prctl takes a signal number.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != coordinator {
+            libc::_exit(0);
+        }
+    }
+    tidy_descriptors(socket.as_raw_fd());
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let Ok(len) = recv(&socket, &mut buf) else { exit(0) };
+    let Some((vars, workers)) = decode(&buf[..len]) else { exit(0) };
+    drop(buf);
+    for (key, value) in vars {
+        // The zygote has one thread: nothing reads the environment beside this.
+        std::env::set_var(key, value);
+    }
+    let Some((&last, first)) = workers.split_last() else { exit(0) };
+    let shown = Shown::read();
+    for &(id, number) in first {
+        // The child is born with its own variables, and shows them (`Shown`) from its first
+        // moment: whoever lists the coordinator's children finds a worker's environment.
+        set_ids(id, number, shown.as_ref());
+        // SAFETY: a fork (no new stack: the child runs on a copy of this one) whose parent is
+        // the coordinator; see the module's caveats on glibc. The child never returns here.
+        let pid = unsafe {
+            libc::syscall(libc::SYS_clone, libc::CLONE_PARENT | libc::SIGCHLD, 0, 0, 0, 0)
+        };
+        if pid == 0 {
+            drop(socket);
+            worker();
+        }
+        let answer = if pid > 0 {
+            pid as i32
+        } else {
+            -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN)
+        };
+        if send(&socket, &answer.to_le_bytes()).is_err() {
+            exit(0);
+        }
+    }
+    set_ids(last.0, last.1, shown.as_ref());
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    if send(&socket, &me.to_le_bytes()).is_err() {
+        exit(0);
+    }
+    drop(socket);
+    worker()
+}
+
+/// Gives this process (and a child forked next) worker `id`'s variables, on show too.
+fn set_ids(id: u64, number: u64, shown: Option<&Shown>) {
+    std::env::set_var(env::WORKER_ID, id.to_string());
+    std::env::set_var(env::SLOT, number.to_string());
+    if let Some(shown) = shown {
+        shown.show();
+    }
+}
+
+/// Runs the worker whose variables are set, as an executed worker would run, and exits.
+fn worker() -> ! {
+    // SAFETY: setpgid on this process only.
+    unsafe { libc::setpgid(0, 0) };
+    exit(powerpool_worker::run(powerpool_worker::Registry::builtin()))
+}
+
+fn exit(code: u8) -> ! {
+    std::process::exit(i32::from(code))
+}
+
+/// What an executed worker gets: stdin from /dev/null, stdout onto stderr (results travel on
+/// the socket only), and no other descriptor of the coordinator's.
+fn tidy_descriptors(keep: RawFd) {
+    // SAFETY: open, dup2 and close_range act on this process's descriptor table only.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        libc::dup2(2, 1);
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+    }
+}
+
+/// Whether this process has exactly one thread (`/proc/self/stat`, field 20).
+fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return false };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    rest.split_whitespace().nth(17) == Some("1")
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid writes only the status we pass; the pid is our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_test_process_is_not_single_threaded() {
+        // The test harness runs tests on threads, so the zygote would refuse to start here.
+        let _other =
+            std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(50)));
+        assert!(!single_threaded());
+    }
+}

@@ -1,0 +1,118 @@
+//! The zygote's socket pair (`zygote.rs`): one request from the coordinator (the run's
+//! variables and each worker's id and number), one answer per worker (its pid, or why it could
+//! not be forked). A `SOCK_SEQPACKET` pair keeps each message whole.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// How long the coordinator waits for the zygote's answer before it executes the workers.
+const ANSWER_TIMEOUT_S: libc::time_t = 5;
+
+pub(super) fn timeout(socket: &OwnedFd) -> io::Result<()> {
+    let limit = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
+    // SAFETY: setsockopt reads the struct we pass, of the size we pass.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&limit as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: send reads `bytes` only.
+    let sent = unsafe {
+        libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)
+    };
+    if sent == bytes.len() as isize {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn recv(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let got = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        match got {
+            n if n > 0 => return Ok(n as usize),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// A request: `KEY=VALUE` entries, an empty entry, then `ID,NUMBER` entries; each entry ends
+/// in a NUL.
+pub(super) fn encode(vars: &[(&str, String)], workers: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in vars {
+        out.extend_from_slice(format!("{key}={value}\0").as_bytes());
+    }
+    out.push(0);
+    for (id, number) in workers {
+        out.extend_from_slice(format!("{id},{number}\0").as_bytes());
+    }
+    out
+}
+
+type Request = (Vec<(String, String)>, Vec<(u64, u64)>);
+
+pub(super) fn decode(bytes: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\0')?;
+    let (vars, workers) =
+        text.split_once("\0\0").or_else(|| text.strip_prefix('\0').map(|w| ("", w)))?;
+    let vars = vars
+        .split('\0')
+        .filter(|e| !e.is_empty())
+        .map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect::<Option<Vec<_>>>()?;
+    let workers = workers
+        .split('\0')
+        .map(|e| {
+            let (id, number) = e.split_once(',')?;
+            Some((id.parse().ok()?, number.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((vars, workers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_round_trips() {
+        let vars = [("POWERPOOL_SOCKET", "/run/x/pool.sock".to_owned()), ("A", "b=c".to_owned())];
+        let workers = [(0, 1), (1, 2), (17, 4)];
+        let (v, w) = decode(&encode(&vars, &workers)).expect("decodes");
+        assert_eq!(
+            v,
+            vec![
+                ("POWERPOOL_SOCKET".into(), "/run/x/pool.sock".into()),
+                ("A".into(), "b=c".into())
+            ]
+        );
+        assert_eq!(w, workers);
+        let (v, w) = decode(&encode(&[], &[(3, 1)])).expect("decodes without variables");
+        assert!(v.is_empty());
+        assert_eq!(w, [(3, 1)]);
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused() {
+        assert!(decode(b"A=b\0\0x,1\0").is_none(), "a bad id");
+        assert!(decode(b"A=b\0\x001,2").is_none(), "no final NUL");
+        assert!(decode(b"Ab\0\x001,2\0").is_none(), "a variable without =");
+    }
+}
