@@ -3,7 +3,7 @@
 
     powerpool map --exec 'python3 examples/python_worker.py' --input data.jsonl --workers 2
 
-The protocol (the README's "For Python users" has it in full):
+The protocol (docs/python.md has it in full):
 
 - powerpool starts this program once per worker and writes it one input line per item on
   stdin (UTF-8 here; any bytes but newline in general), each ending in a newline.

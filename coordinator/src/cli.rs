@@ -199,18 +199,21 @@ fn parse_per_job(text: &str) -> Result<usize, String> {
 /// The worker pool's flags, the same for every command that runs one.
 #[derive(Debug, Args, Default)]
 pub struct PoolArgs {
-    /// Worker processes [default: the number of available cores].
-    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    /// Worker processes [default: the number of available cores]. `-j N` as in GNU parallel
+    /// and make.
+    #[arg(long, short = 'j', value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Worker executable to launch instead of this program's own worker mode.
     #[arg(long, value_name = "PATH")]
     pub worker_cmd: Option<PathBuf>,
     /// Times a failed unit of work is run again before it is split to find the failing
-    /// input, and times that input is run again before it is given up [default: 2].
+    /// input, and times that input is run again before it is given up [default: 2]. For
+    /// `run`: times a failed job is run again [default: 0].
     #[arg(long, value_name = "N", value_parser = parse_retries)]
     pub retries: Option<u32>,
     /// End a worker whose unit of work runs longer than this (SIGTERM, then SIGKILL 500 ms
-    /// later); the unit is retried like any failure. E.g. 500ms, 30s, 2m.
+    /// later); the unit is retried like any failure. For `run` and `--exec`: per job or line,
+    /// its process group gets SIGTERM, then SIGKILL 200 ms later. E.g. 500ms, 30s, 2m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub task_timeout: Option<Duration>,
     /// Replace each worker with a fresh process after it has run N units of work (Python's
@@ -246,7 +249,8 @@ impl PoolArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// Shard files written by `map --shard K/N --output FILE`, in any order.
+    /// Shard files written by `map --shard K/N --output FILE` or `run --shard K/N --output
+    /// FILE`, in any order.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Output format [default: the shards' own]. bin and lines shards convert to any format;
@@ -334,7 +338,7 @@ pub enum OnFail {
     /// Nothing.
     #[default]
     Skip,
-    /// The line [`crate::output::FAILED_MARK`].
+    /// The line `ERR:failed` (`crate::output::FAILED_MARK`).
     Mark,
 }
 

@@ -77,6 +77,8 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Command::Worker) {
         return powerpool_worker::main();
     }
+    // Before any thread or worker exists, so that all of them inherit the mask.
+    signal::unblock_handled();
     if forks_workers(&cli.command) {
         // First, while this process has one thread: see `pool::zygote`.
         pool::zygote::start();

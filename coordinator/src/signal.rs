@@ -64,6 +64,28 @@ fn ignored_at_start(sig: i32) -> bool {
     }
 }
 
+/// Unblocks every signal [`listen`] handles, in this thread (call it before any other thread
+/// starts, so they all inherit the mask). A blocked signal is inherited across `exec` without
+/// anyone asking for it (a background job of some shells or sandboxes starts with SIGTERM
+/// blocked): it would stay pending, and `kill -TERM` would not stop the run nor reach its
+/// workers. An *ignored* signal is the user's choice (`nohup`) and stays ignored: see
+/// [`listen`].
+pub fn unblock_handled() {
+    #[cfg(unix)]
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
+    // this thread's mask and reads nothing else.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in
+            [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2]
+        {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Listens for SIGINT and SIGTERM for as long as the returned receiver lives. Must be called
 /// inside the runtime.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Interrupt>> {

@@ -359,3 +359,19 @@ fn a_nul_byte_in_a_line_fails_its_job_with_a_hint_at_dash_0() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("NUL byte") && stderr.contains("-0"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_flag_before_the_command_is_refused_and_dash_j_sets_the_workers() {
+    // clap takes every word from the first it cannot place as the command: `-j` and `--bogus`
+    // ran as programs, each job failing, exit 5.
+    for flag in ["--bogus", "--jobs", "-x"] {
+        let out = pp_run(&[flag, "2", "--", "echo", ":::", "a"], b"");
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(flag) && out.stdout.is_empty(), "{stderr}");
+    }
+    let out = with_stdin(&mut powerpool(["run", "-j", "2", "--", "echo", ":::", "a", "b"]), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"a\nb\n");
+}

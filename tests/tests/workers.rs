@@ -101,6 +101,41 @@ fn defect_17_chaos_sighup_sigquit_and_sigusr_stop_cleanly_too() {
 }
 
 #[test]
+fn sigterm_stops_a_run_started_with_sigterm_blocked() {
+    // Some shells and sandboxes start background jobs with SIGTERM blocked: inherited across
+    // exec, it stayed pending, and `kill -TERM` let a whole run finish with exit 0.
+    use std::os::unix::process::CommandExt;
+    let rt = TempDir::new("blocked");
+    let mut cmd = powerpool(["map", "slow-square", "--range", "0..3000", "--workers", "2"]);
+    cmd.args(["--chunk-size", "10"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec, only async-signal-safe calls on a local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawns");
+    let pids = wait_for_workers(child.id(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(child.id(), libc::SIGTERM);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.len() < squares_lines(0, 3000).len(), "stopped, not run to the end");
+    assert!(
+        wait_for(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p))),
+        "workers outlived the coordinator"
+    );
+}
+
+#[test]
 fn workers_die_when_the_coordinator_is_sigkilled() {
     let rt = TempDir::new("orphans");
     let mut child = start_slow("0..100000", "3", &rt);

@@ -55,6 +55,14 @@ impl RunPlan {
         if words.is_empty() {
             return Err(usage("run needs a COMMAND before any ::: (run -- COMMAND ARG...)".into()));
         }
+        if words[0].starts_with(b"-") {
+            // No program is named `-x`: this is a flag run does not know, which clap took for
+            // the command (it takes every word from the first it cannot place).
+            let flag = String::from_utf8_lossy(&words[0]);
+            return Err(usage(format!(
+                "run has no option '{flag}' (see `powerpool run --help`; GNU parallel's -j N is                  --workers N); the command comes after --"
+            )));
+        }
         let sources: Vec<Vec<Vec<u8>>> =
             parts.map(|p| p.iter().map(|w| w.as_bytes().to_vec()).collect()).collect();
         let input = match (&args.input, sources.is_empty()) {
