@@ -3,7 +3,6 @@
 //! the items' places in that call.
 
 use bytes::Bytes;
-use powerpool_shared::codec;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -28,25 +27,29 @@ pub(super) enum Delivery {
 }
 
 impl Delivery {
-    /// Calls `f` with each place and its answer, in order (records that do not tile fail
-    /// every place, named).
+    /// Calls `f` with each place and its answer, in order. The engine checked that the
+    /// unit's records tile; a record that runs short anyway fails its place and the rest,
+    /// named, never shifts an answer onto another place.
     pub fn each(self, mut f: impl FnMut(u64, Answer)) {
         match self {
             Delivery::Records { seq, count, records } => {
-                if codec::count_records(&records) != Some(count) {
-                    let why = "its result records are malformed";
-                    return (seq..seq + count).for_each(|s| f(s, Answer::Failed(why.to_owned())));
-                }
                 let mut at = 0;
                 for place in seq..seq + count {
-                    let len = u32::from_le_bytes([
-                        records[at],
-                        records[at + 1],
-                        records[at + 2],
-                        records[at + 3],
-                    ]) as usize;
-                    f(place, Answer::Done(records.slice(at + 4..at + 4 + len)));
-                    at += 4 + len;
+                    let record = records
+                        .get(at..at + 4)
+                        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                        .and_then(|len| (at + 4 + len <= records.len()).then_some(len));
+                    match record {
+                        Some(len) => {
+                            f(place, Answer::Done(records.slice(at + 4..at + 4 + len)));
+                            at += 4 + len;
+                        }
+                        None => {
+                            let why = "its result records are malformed";
+                            f(place, Answer::Failed(why.to_owned()));
+                            at = records.len();
+                        }
+                    }
                 }
             }
             Delivery::Failed { seq, count, why } => {
@@ -222,6 +225,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use powerpool_shared::codec;
 
     fn batch(n: usize, first_seq: u64, route: &Route) -> Batch {
         Batch { items: vec![Bytes::new(); n], first_seq, route: route.clone() }
@@ -300,5 +304,16 @@ mod tests {
         routes.answer(8, 11, Outcome::Failed("poison"));
         assert_eq!(got(&mut a_rx), vec![(6, None), (7, None), (8, None)]);
         assert!(routes.0.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn a_record_that_runs_short_fails_its_place_and_the_rest_never_shifts_them() {
+        let mut bytes = records(0, 2).to_vec();
+        bytes.truncate(bytes.len() - 1);
+        let mut got = Vec::new();
+        Delivery::Records { seq: 10, count: 3, records: Bytes::from(bytes) }.each(|s, a| {
+            got.push((s, matches!(a, Answer::Done(_))));
+        });
+        assert_eq!(got, vec![(10, true), (11, false), (12, false)]);
     }
 }
