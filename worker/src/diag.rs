@@ -9,6 +9,14 @@ pub fn init_logging(default_filter: &str) {
     init_logging_to(default_filter, std::io::stderr);
 }
 
+/// A worker's logging: warnings and errors to stderr, `RUST_LOG` for more. Set once: a worker
+/// forked from a zygote that set it already keeps the zygote's.
+pub fn init_worker_logging() {
+    if !tracing::dispatcher::has_been_set() {
+        init_logging("warn");
+    }
+}
+
 /// [`init_logging`] through `writer` (the coordinator passes one that lifts its progress bar
 /// out of the way of each line).
 pub fn init_logging_to<W>(default_filter: &str, writer: W)

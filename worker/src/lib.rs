@@ -98,6 +98,6 @@ pub fn run(registry: Registry) -> u8 {
 /// Warnings and errors to stderr; `RUST_LOG` (which workers inherit from the coordinator) can
 /// ask for more.
 fn init_logging() {
-    diag::init_logging("warn");
+    diag::init_worker_logging();
     tracing::debug!(pid = std::process::id(), "worker started");
 }

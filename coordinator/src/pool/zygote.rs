@@ -25,7 +25,7 @@
 //!   coordinator killed at any moment leaves no zygote behind.
 
 use super::shown::Shown;
-use super::zygote_wire::{decode, encode, recv, send, timeout};
+use super::zygote_wire::{decode, encode, peek_len, recv, send, timeout};
 use powerpool_shared::env;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -153,7 +153,13 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         }
     }
     tidy_descriptors(socket.as_raw_fd());
-    let mut buf = vec![0u8; MAX_REQUEST];
+    // What every worker would set up the same way (its logging, its table of tasks) is set up
+    // once, here, before the request comes: the forked workers inherit it.
+    powerpool_worker::diag::init_worker_logging();
+    let registry = powerpool_worker::Registry::builtin();
+    let Ok(len) = peek_len(&socket) else { exit(0) };
+    // Exactly the request's size: a larger buffer would be zeroed, page by page, for nothing.
+    let mut buf = vec![0u8; len.min(MAX_REQUEST)];
     let Ok(len) = recv(&socket, &mut buf) else { exit(0) };
     let Some((vars, workers)) = decode(&buf[..len]) else { exit(0) };
     drop(buf);
@@ -174,7 +180,7 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         };
         if pid == 0 {
             drop(socket);
-            worker();
+            worker(registry);
         }
         let answer = if pid > 0 {
             pid as i32
@@ -192,7 +198,7 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         exit(0);
     }
     drop(socket);
-    worker()
+    worker(registry)
 }
 
 /// Gives this process (and a child forked next) worker `id`'s variables, on show too.
@@ -205,14 +211,20 @@ fn set_ids(id: u64, number: u64, shown: Option<&Shown>) {
 }
 
 /// Runs the worker whose variables are set, as an executed worker would run, and exits.
-fn worker() -> ! {
+fn worker(registry: powerpool_worker::Registry) -> ! {
     // SAFETY: setpgid on this process only.
     unsafe { libc::setpgid(0, 0) };
-    exit(powerpool_worker::run(powerpool_worker::Registry::builtin()))
+    exit(powerpool_worker::run(registry))
 }
 
+/// Ends this process with `code`. Without the C library's exit handlers and the loader's
+/// destructors: a forked worker's memory and descriptors are the kernel's to free, and its
+/// output (stderr, unbuffered; stdout, flushed here) is already written.
 fn exit(code: u8) -> ! {
-    std::process::exit(i32::from(code))
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    // SAFETY: _exit ends the process at once; nothing of ours runs after it.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// What an executed worker gets: stdin from /dev/null, stdout onto stderr (results travel on

@@ -39,6 +39,28 @@ pub(super) fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// The length of the next message waiting on `socket`, without taking it (`MSG_TRUNC` gives a
+/// sequenced packet's whole length), so the buffer for it can be exactly that.
+pub(super) fn peek_len(socket: &OwnedFd) -> io::Result<usize> {
+    loop {
+        // SAFETY: with a zero length, recv writes nothing; the pointer is never read.
+        let got = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_PEEK | libc::MSG_TRUNC,
+            )
+        };
+        match got {
+            n if n > 0 => return Ok(n as usize),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
 pub(super) fn recv(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
