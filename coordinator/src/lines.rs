@@ -195,14 +195,6 @@ pub async fn run(
     let read = if result.is_ok() { reader.await.ok() } else { None };
     let result = match (result, written) {
         (Err(Stop::ConsumerGone), Err(err)) | (Ok(()), Err(err)) => Err(Error::Output(err)),
-        (Err(Stop::Fatal(PoolError::TaskFailed { offset, attempts, reason, .. })), _) => {
-            Err(Error::Pool(PoolError::TaskFailed {
-                what: format!("line {}", offset + 1),
-                offset,
-                attempts,
-                reason,
-            }))
-        }
         (Err(stop), _) => Err(Error::from(stop)),
         (Ok(()), Ok(_)) => match (read, &stats.broken) {
             (_, Some(why)) => Err(Error::Pool(PoolError::Broken(why.clone()))),

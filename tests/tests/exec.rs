@@ -107,6 +107,10 @@ fn an_exception_on_one_line_is_isolated_and_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("line 137 failed 3 time(s)"), "{stderr}");
+    // The warning as the line is given up, and the error that ends the run: one name, the
+    // line's number as the user counts (never the item's index from 0).
+    assert_eq!(stderr.matches("line 137 failed 3 time(s)").count(), 2, "{stderr}");
+    assert!(!stderr.contains("item 136"), "{stderr}");
     assert!(stderr.contains("ValueError: cannot take 137"), "the traceback: {stderr}");
     assert!(stderr.contains("[worker "), "stderr is prefixed: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), squares(136), "everything before it");

@@ -166,6 +166,9 @@ pub(super) struct Items {
     pub pulled: u64,
     pub ended: bool,
     pub window_items: u64,
+    /// Items are the lines of an input (`map --exec`): messages name them as the user counts
+    /// lines, from 1.
+    pub lines: bool,
 }
 
 /// One worker, as the engine sees it.
@@ -250,6 +253,13 @@ impl Engine {
         engine
     }
 
+    /// Names the items in messages as lines, numbered from 1 (`line 3`), not as items.
+    pub fn name_items_as_lines(&mut self) {
+        if let Kind::Items(items) = &mut self.kind {
+            items.lines = true;
+        }
+    }
+
     /// An engine for an items job, with its first workers started.
     pub fn items(batching: Batching, config: PoolConfig, ordered: bool, now: Instant) -> Engine {
         let window_items = ((config.workers * (PIPELINE_DEPTH + 1)) as u64)
@@ -263,6 +273,7 @@ impl Engine {
             pulled: 0,
             ended: false,
             window_items,
+            lines: false,
         };
         let mut engine = Engine::new(Kind::Items(items), config, ordered, now);
         for _ in 0..engine.config.workers {
@@ -786,20 +797,24 @@ fn batch_end(items: &Items, first: u64) -> u64 {
     end
 }
 
-/// How a unit is named in messages: `inputs 3..9` of a range, `items 3..9` of an items job.
+/// How a unit is named in messages: `inputs 3..9` of a range, `items 3..9` of an items job,
+/// `lines 4-9` of lines.
 pub(super) fn describe(kind: &Kind, first: u64, end: u64) -> String {
     match kind {
         Kind::Range { chunks, .. } => {
             format!("inputs {}..{}", chunks.item(first), chunks.item(end))
         }
+        Kind::Items(items) if items.lines => format!("lines {}-{end}", first + 1),
         Kind::Items(_) => format!("items {first}..{end}"),
     }
 }
 
-/// How one input is named in messages: `input -3` of a range, `item 7` of an items job.
+/// How one input is named in messages: `input -3` of a range, `item 7` of an items job,
+/// `line 8` of lines.
 pub(super) fn name_one(kind: &Kind, offset: u64) -> String {
     match kind {
         Kind::Range { chunks, .. } => format!("input {}", chunks.item(offset)),
+        Kind::Items(items) if items.lines => format!("line {}", offset + 1),
         Kind::Items(_) => format!("item {offset}"),
     }
 }

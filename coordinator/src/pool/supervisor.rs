@@ -64,7 +64,11 @@ pub async fn run(
             Some(Source::Runs(source)),
         ),
         Work::Commands { source, batching, input } => {
-            (Engine::items(batching, config, ordered, now), input, Some(Source::One(source)))
+            let mut engine = Engine::items(batching, config, ordered, now);
+            if matches!(input, Input::Lines(_)) {
+                engine.name_items_as_lines();
+            }
+            (engine, input, Some(Source::One(source)))
         }
     };
     let zygote = if spec.is_own_worker() { zygote::take() } else { None };
