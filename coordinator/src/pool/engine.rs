@@ -604,6 +604,24 @@ impl Engine {
                 self.actions.push(Action::Send { id, unit: dispatch });
             }
         }
+        self.release_idle();
+    }
+
+    /// Once every unit has been handed out, a worker with nothing in flight will get no more
+    /// work: it is shut down now, so that its exit overlaps the units still running instead of
+    /// adding to the end of the run. Units lost later with another worker are run by a
+    /// replacement, as after any death.
+    fn release_idle(&mut self) {
+        let Some(total) = self.total() else { return };
+        if self.stopping.is_some() || !self.work.handed_out(total) {
+            return;
+        }
+        for (&id, w) in &mut self.workers {
+            if w.ready && !w.retiring && w.in_flight.is_empty() {
+                w.retiring = true;
+                self.actions.push(Action::Shutdown { id });
+            }
+        }
     }
 
     /// The next unit: a re-run, or a new chunk within the window, or a new batch of the

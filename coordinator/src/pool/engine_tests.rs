@@ -285,6 +285,79 @@ fn workers_that_never_start_end_the_run_after_five_tries_naming_the_refusal() {
 }
 
 #[test]
+fn once_every_unit_is_out_an_idle_worker_is_shut_down_and_a_later_death_is_still_replaced() {
+    let (mut e, chunks) = range(40, 10, 2);
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.len(), 4, "every chunk is out: two in each pipeline");
+    let shutdowns = |actions: &[Action]| -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| if let Action::Shutdown { id } = a { Some(*id) } else { None })
+            .collect()
+    };
+    for &(id, first, end, tag) in sent.iter().filter(|s| s.0 == 0) {
+        assert!(shutdowns(&e.take_actions()).is_empty(), "not while it has work in flight");
+        let items = end - first;
+        e.handle(Event::Done { id, tag, items, output: lines(items), rss: None }, now);
+    }
+    let actions = e.take_actions();
+    assert_eq!(shutdowns(&actions), vec![0], "idle with nothing left to hand out: {actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })), "and not replaced");
+    e.handle(Event::Exited { id: 0, exit: Exit::Code(0), note: None }, now);
+    assert_eq!((e.stats.recycled, e.stats.restarts), (0, 0), "its exit is neither");
+    // Worker 1 dies with both its units: a replacement runs them, and the run completes.
+    e.handle(Event::Exited { id: 1, exit: Exit::Signal(9), note: None }, now);
+    e.handle(Event::Tick, now);
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(
+        sent.iter().map(|s| (s.0, s.1, s.2)).collect::<Vec<_>>(),
+        [(2, 20, 30), (2, 30, 40)]
+    );
+    for (id, first, end, tag) in sent {
+        e.handle(
+            Event::Done { id, tag, items: end - first, output: lines(end - first), rss: None },
+            now,
+        );
+    }
+    assert_eq!(releases(&e.take_actions()).last(), Some(&(30, 40, true)));
+    assert!(matches!(e.take_end(), Some(Ok(()))), "complete");
+}
+
+#[test]
+fn an_items_run_shuts_idle_workers_down_only_once_its_source_has_ended() {
+    let one = Batching { max_items: 1, max_bytes: 1 << 20, target: None, window_bytes: None };
+    let mut e = items(2, one);
+    let now = t0();
+    bring_up(&mut e, now);
+    e.handle(Event::Items(vec![item(3), item(3)]), now);
+    let sent = sends(&e.take_actions(), &Chunks::new(0, 0, 1));
+    assert_eq!(sent.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), [(0, 0), (1, 1)]);
+    let shut = |actions: &[Action]| -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| if let Action::Shutdown { id } = a { Some(*id) } else { None })
+            .collect()
+    };
+    e.handle(
+        Event::Done { id: 0, tag: sent[0].3, items: 1, output: records(&[b"r"]), rss: None },
+        now,
+    );
+    assert_eq!(shut(&e.take_actions()), Vec::<u64>::new(), "more items may come");
+    e.handle(Event::SourceEnded, now);
+    assert_eq!(
+        shut(&e.take_actions()),
+        vec![0],
+        "none will: the idle one goes, the busy one stays"
+    );
+    e.handle(
+        Event::Done { id: 1, tag: sent[1].3, items: 1, output: records(&[b"s"]), rss: None },
+        now,
+    );
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+}
+
+#[test]
 fn a_recycled_worker_is_replaced_at_once_and_its_exit_is_no_restart() {
     let chunks = Chunks::new(0, 30, 10);
     let cfg = PoolConfig { max_tasks_per_worker: Some(1), ..config(1) };
