@@ -2,8 +2,10 @@
 //!
 //! Starting a worker by `exec` costs the dynamic loader, the program's relocations and its
 //! runtime set-up, again in every worker: most of a tiny job's time. So `main`, while the
-//! coordinator still has one thread and before the runtime is built, forks one small process,
-//! the *zygote*, that waits on a socket pair. When the pool has its socket and secret, it asks
+//! coordinator still has one thread, before clap has parsed the command line (so its heap is
+//! small: each child copies the zygote's page tables and faults in every page it writes),
+//! forks one process, the *zygote*, that sets up once what every worker would (logging, the
+//! task table) and waits on a socket pair. When the pool has its socket and secret, it asks
 //! the zygote for its first wave of workers in one request; the zygote forks all but the last
 //! of them and then *becomes* the last one. Each worker then runs the same entry as an
 //! executed one (`powerpool_worker::run`), so it reads the same variables and arms the same
