@@ -165,7 +165,9 @@ pub async fn run(
     };
     let batching = Batching { max_items, max_bytes, window_bytes: Some(16 << 20), target: None };
     let (task, work) = match &plan.work {
-        Work::Task(task) => (task.clone(), pool::Work::Items { source: items_rx, batching }),
+        Work::Task(task) => {
+            (task.clone(), pool::Work::Items { source: items_rx, batching, lines: true })
+        }
         Work::Exec(spec) => (
             "exec".to_owned(),
             pool::Work::Commands { source: items_rx, batching, input: Input::Lines(spec.clone()) },

@@ -167,6 +167,23 @@ fn byte_tasks_take_one_item_per_line() {
 }
 
 #[test]
+fn a_failed_line_of_a_byte_task_is_named_as_a_line() {
+    // `map TASK --input`, as `map --exec`: the warning and the final error name the line as the
+    // user counts (line 3), never the item's index from 0 (item 2).
+    let dir = TempDir::new("lines-poison");
+    let input = input_file(&dir.0, "a\nb\npanic here\nd\n");
+    let out = run(powerpool(["map", "poison-bytes", "--workers", "2", "--input"])
+        .arg(&input)
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env_remove("RUST_BACKTRACE"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(stderr.matches("line 3 failed 3 time(s)").count(), 2, "{stderr}");
+    assert!(!stderr.contains("item 2"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 1 1\n0 1 1\n", "the lines before it");
+}
+
+#[test]
 fn max_tasks_per_worker_restarts_the_command_and_the_output_is_exact() {
     let dir = TempDir::new("exec-recycle");
     let input = input_file(&dir.0, &numbers(50_000));

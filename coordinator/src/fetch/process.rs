@@ -87,6 +87,7 @@ pub async fn run(
                 window_bytes: None,
                 target: None,
             },
+            lines: false,
         },
         config: process.pool.clone(),
         ordered: false,

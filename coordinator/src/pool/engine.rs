@@ -166,8 +166,8 @@ pub(super) struct Items {
     pub pulled: u64,
     pub ended: bool,
     pub window_items: u64,
-    /// Items are the lines of an input (`map --exec`): messages name them as the user counts
-    /// lines, from 1.
+    /// Items are the lines of an input (`map --exec`, `map TASK --input`): messages name them as
+    /// the user counts lines, from 1.
     pub lines: bool,
 }
 

@@ -25,8 +25,10 @@ pub enum Work {
     /// (the fast path: no input crosses the socket).
     Range { chunks: Chunks, format: Format },
     /// Opaque items pulled from `source` as the pool has room, numbered from 0 in the order
-    /// received; the source closing ends the input. Each item's result is one record.
-    Items { source: mpsc::Receiver<Item>, batching: Batching },
+    /// received; the source closing ends the input. Each item's result is one record. `lines`:
+    /// the items are the lines of an input (`map TASK --input`), named in messages as the user
+    /// counts lines (`line 3`, from 1).
+    Items { source: mpsc::Receiver<Item>, batching: Batching, lines: bool },
     /// The same as `Items`, with items arriving in runs: a client that gathers items anyway
     /// (the typed library) saves the pool a channel operation per item.
     Runs { source: mpsc::Receiver<Vec<Item>>, batching: Batching },

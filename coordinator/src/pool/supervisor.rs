@@ -55,8 +55,12 @@ pub async fn run(
         Work::Range { chunks, format } => {
             (Engine::range(chunks, format, config, ordered, now), Input::Range(format), None)
         }
-        Work::Items { source, batching } => {
-            (Engine::items(batching, config, ordered, now), Input::Items, Some(Source::One(source)))
+        Work::Items { source, batching, lines } => {
+            let mut engine = Engine::items(batching, config, ordered, now);
+            if lines {
+                engine.name_items_as_lines();
+            }
+            (engine, Input::Items, Some(Source::One(source)))
         }
         Work::Runs { source, batching } => (
             Engine::items(batching, config, ordered, now),
