@@ -80,15 +80,23 @@ fn a_python_worker_killed_mid_run_changes_nothing_in_the_output() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawns");
-    let mut victim = None;
     assert!(wait_for(Duration::from_secs(20), || {
-        victim = std::fs::read_dir(&pids)
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
-        victim.is_some()
+        std::fs::read_dir(&pids).ok().and_then(|mut rd| rd.next()).is_some()
     }));
     std::thread::sleep(Duration::from_millis(400));
+    // A command still answering lines (its file touched a moment ago): one whose worker got a
+    // short batch may be done already, its worker shut down as every line is out.
+    let mut victim = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        victim = std::fs::read_dir(&pids).ok().and_then(|rd| {
+            rd.filter_map(Result::ok).find_map(|e| {
+                let age = e.metadata().ok()?.modified().ok()?.elapsed().ok()?;
+                (age < Duration::from_millis(100)).then_some(())?;
+                e.file_name().to_str()?.parse::<u32>().ok()
+            })
+        });
+        victim.is_some()
+    }));
     kill(victim.unwrap(), libc::SIGKILL);
     let out = wait_output(child, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -147,6 +155,39 @@ fn two_lines_for_one_input_is_named_as_a_protocol_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("protocol error") && stderr.contains("worker"), "{stderr}");
     assert!(stderr.contains("exactly one line per input line"), "{stderr}");
+}
+
+#[test]
+fn a_line_printed_at_the_end_of_input_by_a_worker_done_early_loses_no_other_line() {
+    // One line is slow. The other worker answers its line, and, with every line handed out,
+    // is shut down before the slow one is answered; its command then prints a line with no
+    // input outstanding. The contract is broken at the end, as it always was: every answer is
+    // still written, then the run fails with the protocol error.
+    let dir = TempDir::new("exec-late-extra");
+    let path = dir.0.join("late.py");
+    let text = "import sys, time\nfor line in sys.stdin:\n    line = line.rstrip('\\n')\n    \
+                if line == 'slow':\n        time.sleep(2)\n    print(line, flush=True)\n\
+                print('bye', flush=True)\n";
+    std::fs::write(&path, text).expect("writes the script");
+    let command = format!("python3 {}", path.display());
+    let mut child = powerpool(["map", "--workers", "2", "--exec", &command, "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut stdin = child.stdin.take().expect("piped");
+    std::io::Write::write_all(&mut stdin, b"slow\n").expect("writes");
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut stdin, b"fast\n").expect("writes");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stdin);
+    let out = wait_output(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("with no input line outstanding"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow\nfast\n", "{stderr}");
+    assert!(!stderr.contains("exited with"), "no death is reported: {stderr}");
 }
 
 #[test]

@@ -184,6 +184,9 @@ pub(super) struct WorkerState {
     pub completed: u64,
     /// Told to shut down after its last unit (`max_tasks_per_worker`).
     pub retiring: bool,
+    /// Shut down idle because every unit was handed out (`release_idle`): it is at the end of
+    /// its run, as every worker is once the run ends.
+    pub released: bool,
     /// Ended for overrunning the task timeout: why.
     pub timed_out: Option<String>,
     /// Its running unit was reported as stalled.
@@ -345,7 +348,13 @@ impl Engine {
             }
             Event::Broken { id, reason } => {
                 tracing::debug!(id, "worker broke its contract");
-                self.finished = Some(Err(Stop::Fatal(PoolError::Broken(reason))));
+                if self.workers.get(&id).is_some_and(|w| w.released && w.in_flight.is_empty()) {
+                    // Said on its way out after its last result, as at the end of the run: the
+                    // run goes on (the others' results are good) and ends with this error.
+                    self.note_broken(reason);
+                } else {
+                    self.finished = Some(Err(Stop::Fatal(PoolError::Broken(reason))));
+                }
             }
             Event::Exited { id, exit, note } => self.on_exit(id, exit, note, now),
             Event::ConnectionRefused(why) => {
@@ -619,6 +628,7 @@ impl Engine {
         for (&id, w) in &mut self.workers {
             if w.ready && !w.retiring && w.in_flight.is_empty() {
                 w.retiring = true;
+                w.released = true;
                 self.actions.push(Action::Shutdown { id });
             }
         }

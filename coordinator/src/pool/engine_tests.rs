@@ -358,6 +358,38 @@ fn an_items_run_shuts_idle_workers_down_only_once_its_source_has_ended() {
 }
 
 #[test]
+fn a_worker_shut_down_early_that_says_broken_on_its_way_out_does_not_cut_the_run_short() {
+    // `map --exec`: a command that prints a line once its input is closed breaks the contract
+    // at the end, as it always did; being released before the others finish must not stop the
+    // run then, losing the lines still running elsewhere. It is noted, as at the end, and its
+    // exit (with the broken-contract status) is no death.
+    let one = Batching { max_items: 1, max_bytes: 1 << 20, target: None, window_bytes: None };
+    let mut e = items(2, one);
+    let now = t0();
+    bring_up(&mut e, now);
+    e.handle(Event::Items(vec![item(3), item(3)]), now);
+    let sent = sends(&e.take_actions(), &Chunks::new(0, 0, 1));
+    e.handle(Event::SourceEnded, now);
+    e.handle(
+        Event::Done { id: 0, tag: sent[0].3, items: 1, output: records(&[b"r"]), rss: None },
+        now,
+    );
+    let actions = e.take_actions();
+    assert!(actions.contains(&Action::Shutdown { id: 0 }), "released: {actions:?}");
+    e.handle(Event::Broken { id: 0, reason: "printed 1 line(s)".into() }, now);
+    e.handle(Event::Exited { id: 0, exit: Exit::Code(5), note: Some("broken".into()) }, now);
+    assert!(!e.is_finished(), "worker 1 is still running item 1");
+    assert_eq!((e.stats.restarts, e.stats.recycled), (0, 0));
+    e.handle(
+        Event::Done { id: 1, tag: sent[1].3, items: 1, output: records(&[b"s"]), rss: None },
+        now,
+    );
+    assert_eq!(releases(&e.take_actions()), [(1, 2, true)], "item 1's result is kept");
+    assert!(matches!(e.take_end(), Some(Ok(()))));
+    assert_eq!(e.stats.broken.as_deref(), Some("printed 1 line(s)"), "and the contract noted");
+}
+
+#[test]
 fn a_recycled_worker_is_replaced_at_once_and_its_exit_is_no_restart() {
     let chunks = Chunks::new(0, 30, 10);
     let cfg = PoolConfig { max_tasks_per_worker: Some(1), ..config(1) };

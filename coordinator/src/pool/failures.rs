@@ -41,8 +41,10 @@ impl Engine {
             Some(note) => format!("{exit} ({note})"),
             None => exit.to_string(),
         };
-        if w.retiring && w.in_flight.is_empty() && exit == Exit::Code(0) {
-            tracing::debug!("worker pid {pid} retired after {} units", w.completed);
+        // A worker released once every unit was out has nothing to lose, however it ends: as
+        // at the end of the run, its exit is no death (a broken contract was noted already).
+        if w.retiring && w.in_flight.is_empty() && (exit == Exit::Code(0) || w.released) {
+            tracing::debug!("worker pid {pid} retired after {} units: {how}", w.completed);
             return;
         }
         if w.timed_out.is_some() {
