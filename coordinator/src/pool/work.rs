@@ -86,13 +86,13 @@ impl Work {
         Some(Unit::new(first, end, 0, false))
     }
 
-    /// Queues a unit to run again without blame (lost before it ran, or never sent).
     /// Whether every unit of a job of `total` items has been handed out (none to run again,
     /// none new before the end or the stop): what is left is in flight.
     pub fn handed_out(&self, total: u64) -> bool {
         self.again.is_empty() && self.next_new >= total.min(self.limit)
     }
 
+    /// Queues a unit to run again without blame (lost before it ran, or never sent).
     pub fn requeue(&mut self, unit: Unit) {
         // A cut at a unit's first or last item leaves an empty piece: nothing to run.
         if unit.first < self.limit && unit.end > unit.first {
