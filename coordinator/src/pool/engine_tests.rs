@@ -68,6 +68,14 @@ fn releases(actions: &[Action]) -> Vec<(u64, u64, bool)> {
         .collect()
 }
 
+/// The workers told to shut down.
+fn shutdowns(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Shutdown { id } = a { Some(*id) } else { None })
+        .collect()
+}
+
 /// A `lines` output of `n` items.
 fn lines(n: u64) -> Bytes {
     Bytes::from("0\n".repeat(n as usize))
@@ -290,12 +298,6 @@ fn once_every_unit_is_out_an_idle_worker_is_shut_down_and_a_later_death_is_still
     let now = t0();
     let sent = sends(&bring_up(&mut e, now), &chunks);
     assert_eq!(sent.len(), 4, "every chunk is out: two in each pipeline");
-    let shutdowns = |actions: &[Action]| -> Vec<u64> {
-        actions
-            .iter()
-            .filter_map(|a| if let Action::Shutdown { id } = a { Some(*id) } else { None })
-            .collect()
-    };
     for &(id, first, end, tag) in sent.iter().filter(|s| s.0 == 0) {
         assert!(shutdowns(&e.take_actions()).is_empty(), "not while it has work in flight");
         let items = end - first;
@@ -324,29 +326,29 @@ fn once_every_unit_is_out_an_idle_worker_is_shut_down_and_a_later_death_is_still
     assert!(matches!(e.take_end(), Some(Ok(()))), "complete");
 }
 
-#[test]
-fn an_items_run_shuts_idle_workers_down_only_once_its_source_has_ended() {
+/// Two workers, batches of one item, two items sent: one to each. Returns the sends.
+fn two_workers_one_item_each(now: Instant) -> (Engine, Vec<(u64, u64, u64, u64)>) {
     let one = Batching { max_items: 1, max_bytes: 1 << 20, target: None, window_bytes: None };
     let mut e = items(2, one);
-    let now = t0();
     bring_up(&mut e, now);
     e.handle(Event::Items(vec![item(3), item(3)]), now);
     let sent = sends(&e.take_actions(), &Chunks::new(0, 0, 1));
+    (e, sent)
+}
+
+#[test]
+fn an_items_run_shuts_idle_workers_down_only_once_its_source_has_ended() {
+    let now = t0();
+    let (mut e, sent) = two_workers_one_item_each(now);
     assert_eq!(sent.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), [(0, 0), (1, 1)]);
-    let shut = |actions: &[Action]| -> Vec<u64> {
-        actions
-            .iter()
-            .filter_map(|a| if let Action::Shutdown { id } = a { Some(*id) } else { None })
-            .collect()
-    };
     e.handle(
         Event::Done { id: 0, tag: sent[0].3, items: 1, output: records(&[b"r"]), rss: None },
         now,
     );
-    assert_eq!(shut(&e.take_actions()), Vec::<u64>::new(), "more items may come");
+    assert_eq!(shutdowns(&e.take_actions()), Vec::<u64>::new(), "more items may come");
     e.handle(Event::SourceEnded, now);
     assert_eq!(
-        shut(&e.take_actions()),
+        shutdowns(&e.take_actions()),
         vec![0],
         "none will: the idle one goes, the busy one stays"
     );
@@ -363,12 +365,8 @@ fn a_worker_shut_down_early_that_says_broken_on_its_way_out_does_not_cut_the_run
     // at the end, as it always did; being released before the others finish must not stop the
     // run then, losing the lines still running elsewhere. It is noted, as at the end, and its
     // exit (with the broken-contract status) is no death.
-    let one = Batching { max_items: 1, max_bytes: 1 << 20, target: None, window_bytes: None };
-    let mut e = items(2, one);
     let now = t0();
-    bring_up(&mut e, now);
-    e.handle(Event::Items(vec![item(3), item(3)]), now);
-    let sent = sends(&e.take_actions(), &Chunks::new(0, 0, 1));
+    let (mut e, sent) = two_workers_one_item_each(now);
     e.handle(Event::SourceEnded, now);
     e.handle(
         Event::Done { id: 0, tag: sent[0].3, items: 1, output: records(&[b"r"]), rss: None },
