@@ -91,14 +91,15 @@ pub fn main() -> ExitCode {
 /// zygote started for nothing is dismissed, and a run without one executes its workers.
 fn may_fork_workers(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
     let args: Vec<std::ffi::OsString> = args.collect();
-    let word = |a: &std::ffi::OsString| a.to_str().map(str::to_owned).unwrap_or_default();
-    let Some(command) = args.iter().map(word).find(|a| !a.starts_with('-')) else {
-        return false;
+    let words: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or_default()).collect();
+    let Some(&command) = words.iter().find(|a| !a.starts_with('-')) else { return false };
+    let has = |flag: &str| {
+        words
+            .iter()
+            .any(|a| a.strip_prefix(flag).is_some_and(|v| v.is_empty() || v.starts_with('=')))
     };
-    let has =
-        |flag: &str| args.iter().map(word).any(|a| a == flag || a.starts_with(&format!("{flag}=")));
     let own = !has("--worker-cmd");
-    match command.as_str() {
+    match command {
         "map" | "run" => own,
         "fetch" => own && has("--process"),
         _ => false,
