@@ -243,6 +243,13 @@ impl<'a> ItemsFrame<'a> {
         self.count += 1;
     }
 
+    /// Appends `count` items laid out as this frame lays them out (each its 8-byte length,
+    /// then its bytes), in one copy.
+    pub fn push_framed(&mut self, framed: &[u8], count: usize) {
+        self.dst.extend_from_slice(framed);
+        self.count += count as u64;
+    }
+
     /// Fills in the count and the length; a frame over [`MAX_FRAME`] is removed and refused.
     pub fn finish(self) -> Result<(), CodecError> {
         let at = self.start + LENGTH_PREFIX + 4 + 8 + 8;

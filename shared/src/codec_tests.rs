@@ -312,6 +312,16 @@ proptest! {
                 parts.extend_from_slice(item);
             }
             prop_assert_eq!(&parts[..], &frame[..]);
+            // Items framed already (a run's buffer), pushed in stretches: the same frame.
+            let framed = &parts[ITEMS_FRAME_OVERHEAD..];
+            let half = b.items.len() / 2;
+            let cut = b.items[..half].iter().map(|i| ITEM_OVERHEAD + i.len()).sum::<usize>();
+            let mut built = BytesMut::new();
+            let mut items_frame = ItemsFrame::begin(&mut built, b.chunk, b.first);
+            items_frame.push_framed(&framed[..cut], half);
+            items_frame.push_framed(&framed[cut..], b.items.len() - half);
+            items_frame.finish().expect("fits");
+            prop_assert_eq!(&built[..], &frame[..]);
             let (chunk, first, read) = items_batch(&frame[4..]).expect("an items frame");
             let expected: Vec<&[u8]> = b.items.iter().map(|i| &i[..]).collect();
             prop_assert_eq!((chunk, first, read), (b.chunk, b.first, expected));

@@ -8,10 +8,11 @@
 //! What a failure means is in `failures.rs`, on the same state.
 
 use super::gather::Gather;
-use super::held::Held;
+use super::held::{Batch, Held};
 use super::job::{Batching, Item, Outcome, Released};
 use super::process::Exit;
 use super::restart::Restarts;
+use super::runs::Run;
 use super::work::{Unit, Work};
 use super::{PoolConfig, PoolError, Stats, Stop};
 use crate::chunk::Chunks;
@@ -80,6 +81,8 @@ pub enum Event {
     Consumed(u64),
     /// The next items of an items job, in order.
     Items(Vec<Item>),
+    /// The next items of an items job, in runs, in order.
+    Runs(Vec<Run>),
     /// The items source closed: there are no more.
     SourceEnded,
     Interrupt(Interrupt),
@@ -129,7 +132,7 @@ pub struct Stall {
 #[derive(Debug, PartialEq)]
 pub enum Dispatch {
     Run(RunChunk),
-    Items { tag: u64, first: u64, items: Vec<Item> },
+    Items { tag: u64, first: u64, items: Batch },
 }
 
 /// One finished attempt at a unit, for the joblog.
@@ -362,7 +365,20 @@ impl Engine {
                 self.last_refusal = Some(why);
             }
             Event::Consumed(n) => self.consumed = n,
-            Event::Items(items) => items.into_iter().for_each(|item| self.on_item(item)),
+            Event::Items(items) => {
+                if let Kind::Items(held) = &mut self.kind {
+                    held.pulled += items.len() as u64;
+                    held.held.push_items(items);
+                }
+            }
+            Event::Runs(runs) => {
+                if let Kind::Items(held) = &mut self.kind {
+                    for run in runs {
+                        held.pulled += run.len() as u64;
+                        held.held.push_run(run);
+                    }
+                }
+            }
             Event::SourceEnded => {
                 if let Kind::Items(items) = &mut self.kind {
                     items.ended = true;
@@ -471,13 +487,6 @@ impl Engine {
             .collect();
         for (pid, f) in cancelled {
             self.log(pid, &f, now, "cancelled".to_owned());
-        }
-    }
-
-    fn on_item(&mut self, item: Item) {
-        if let Kind::Items(items) = &mut self.kind {
-            items.held.push(item);
-            items.pulled += 1;
         }
     }
 
@@ -602,7 +611,7 @@ impl Engine {
                     Kind::Items(items) => Dispatch::Items {
                         tag,
                         first: unit.first,
-                        items: items.held.range(unit.first, unit.end),
+                        items: items.held.batch(unit.first, unit.end),
                     },
                 };
                 let w = self.workers.get_mut(&id).expect("listed above");
@@ -812,17 +821,8 @@ impl Engine {
 /// Where a new batch starting at item `first` ends: as many items at hand as fit the batch
 /// limits, at least one (a large item travels alone).
 fn batch_end(items: &Items, first: u64) -> u64 {
-    let mut end = first;
-    let mut bytes = 0usize;
-    while end < items.pulled && end - first < items.batch_items.max(1) {
-        let len = items.held.get(end).map_or(0, Item::len);
-        if end > first && bytes.saturating_add(len) > items.batching.max_bytes {
-            break;
-        }
-        bytes = bytes.saturating_add(len);
-        end += 1;
-    }
-    end
+    let max_items = items.batch_items.max(1);
+    items.held.batch_end(first, items.pulled, max_items, items.batching.max_bytes)
 }
 
 /// How a unit is named in messages: `inputs 3..9` of a range, `items 3..9` of an items job,

@@ -1,55 +1,255 @@
-//! The items of an items job held until their results are in: numbered in arrival order, so
-//! a ring indexed from the oldest still held makes every step O(1).
+//! The items of an items job held until their results are in, in the groups they arrived in:
+//! a [`Run`] of framed items from a client that gathers them (the typed library), or loose
+//! items one by one (lines, commands, fetched bodies). Items are numbered in arrival order,
+//! so the group holding an item is found by its number, and a unit of consecutive items of
+//! a run is taken as one slice of its buffer: nothing is done per item but a flag.
 
 use super::job::Item;
+use super::runs::Run;
 use std::collections::VecDeque;
 
 #[derive(Debug, Default)]
 pub struct Held {
-    /// The number of `slots[0]`.
-    base: u64,
-    slots: VecDeque<Option<Item>>,
+    groups: VecDeque<Group>,
+    /// The number the next item pushed gets.
+    next: u64,
     live: usize,
     bytes: usize,
 }
 
-impl Held {
-    /// Holds the next item; its number is the count pushed before it.
-    pub fn push(&mut self, item: Item) {
-        self.bytes += item.len();
-        self.live += 1;
-        self.slots.push_back(Some(item));
+#[derive(Debug)]
+struct Group {
+    /// The number of its first item.
+    first: u64,
+    items: Items,
+    /// Which of its items are still held.
+    held: Vec<bool>,
+    live: usize,
+}
+
+#[derive(Debug)]
+enum Items {
+    Framed(Run),
+    /// A released loose item is replaced by an empty one: its memory goes at once.
+    Loose(Vec<Item>),
+}
+
+impl Group {
+    fn item_len(&self, at: usize) -> usize {
+        match &self.items {
+            Items::Framed(run) => run.item_len(at),
+            Items::Loose(items) => items[at].len(),
+        }
+    }
+}
+
+/// The items of one unit, as they are sent: slices of runs, and loose items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    segments: Vec<Segment>,
+    len: usize,
+    bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// `count` consecutive items of a run, framed (each its length, then its bytes).
+    Framed {
+        bytes: bytes::Bytes,
+        count: usize,
+    },
+    Loose(Item),
+}
+
+impl Batch {
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
-    pub fn get(&self, number: u64) -> Option<&Item> {
-        let at = usize::try_from(number.checked_sub(self.base)?).ok()?;
-        self.slots.get(at)?.as_ref()
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes of the items, lengths not counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Each item on its own (a large item sent in pieces, tests).
+    pub fn items(&self) -> Vec<Item> {
+        let mut items = Vec::with_capacity(self.len);
+        for segment in &self.segments {
+            match segment {
+                Segment::Loose(item) => items.push(item.clone()),
+                Segment::Framed { bytes, count } => {
+                    let mut at = 0;
+                    for _ in 0..*count {
+                        let len =
+                            u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                        let end = at + 8 + len as usize;
+                        items.push(Item::from(bytes.slice(at + 8..end)));
+                        at = end;
+                    }
+                }
+            }
+        }
+        items
+    }
+}
+
+impl Held {
+    /// Holds the next items, numbered on from the last.
+    pub fn push_items(&mut self, items: Vec<Item>) {
+        let bytes = items.iter().map(Item::len).sum();
+        self.push(Items::Loose(items), bytes);
+    }
+
+    /// Holds the items of `run`, numbered on from the last.
+    pub fn push_run(&mut self, run: Run) {
+        let bytes = run.items_len(0, run.len());
+        self.push(Items::Framed(run), bytes);
+    }
+
+    fn push(&mut self, items: Items, bytes: usize) {
+        let len = match &items {
+            Items::Framed(run) => run.len(),
+            Items::Loose(items) => items.len(),
+        };
+        if len == 0 {
+            return;
+        }
+        self.groups.push_back(Group { first: self.next, items, held: vec![true; len], live: len });
+        self.next += len as u64;
+        self.live += len;
+        self.bytes += bytes;
+    }
+
+    /// The group holding `number` (released or not), and its place there.
+    fn find(&self, number: u64) -> Option<(usize, usize)> {
+        let g = self.groups.partition_point(|g| g.first <= number).checked_sub(1)?;
+        let at = usize::try_from(number - self.groups[g].first).ok()?;
+        (at < self.groups[g].held.len()).then_some((g, at))
+    }
+
+    /// The first place at or after `number` (the groups before it may be gone): its group
+    /// and its place there.
+    fn seek(&self, number: u64) -> Option<(usize, usize)> {
+        let Some(g) = self.groups.partition_point(|g| g.first <= number).checked_sub(1) else {
+            return (!self.groups.is_empty()).then_some((0, 0));
+        };
+        match self.find(number) {
+            Some(found) => Some(found),
+            None => (g + 1 < self.groups.len()).then_some((g + 1, 0)),
+        }
+    }
+
+    /// The length of item `number`, if it is held.
+    #[cfg(test)]
+    pub fn len_of(&self, number: u64) -> Option<usize> {
+        let (g, at) = self.find(number)?;
+        let group = &self.groups[g];
+        group.held[at].then(|| group.item_len(at))
+    }
+
+    /// Where a batch from `first` ends: at most `max_items` items before `limit` and, past the
+    /// first, at most `max_bytes` bytes (items no longer held count nothing).
+    pub fn batch_end(&self, first: u64, limit: u64, max_items: u64, max_bytes: usize) -> u64 {
+        let mut end = first;
+        let mut bytes = 0usize;
+        let mut at = self.find(first);
+        while end < limit && end - first < max_items {
+            let len = match at {
+                Some((g, i)) => {
+                    let group = &self.groups[g];
+                    let len = if group.held[i] { group.item_len(i) } else { 0 };
+                    at = if i + 1 < group.held.len() {
+                        Some((g, i + 1))
+                    } else {
+                        (g + 1 < self.groups.len()).then_some((g + 1, 0))
+                    };
+                    len
+                }
+                None => 0,
+            };
+            if end > first && bytes.saturating_add(len) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(len);
+            end += 1;
+        }
+        end
+    }
+
+    /// The items `first..end` still held, as a batch (a run's consecutive items as one slice).
+    pub fn batch(&self, first: u64, end: u64) -> Batch {
+        let mut batch = Batch::default();
+        let Some((mut g, mut at)) = self.seek(first) else { return batch };
+        while g < self.groups.len() && self.groups[g].first + (at as u64) < end {
+            let number = self.groups[g].first + at as u64;
+            let group = &self.groups[g];
+            let stop =
+                group.held.len().min(at + usize::try_from(end - number).unwrap_or(usize::MAX));
+            while at < stop {
+                let from = at;
+                while at < stop && group.held[at] {
+                    at += 1;
+                }
+                if at > from {
+                    batch.len += at - from;
+                    match &group.items {
+                        Items::Framed(run) => {
+                            batch.bytes += run.items_len(from, at);
+                            let bytes = run.framed(from, at);
+                            batch.segments.push(Segment::Framed { bytes, count: at - from });
+                        }
+                        Items::Loose(items) => {
+                            for item in &items[from..at] {
+                                batch.bytes += item.len();
+                                batch.segments.push(Segment::Loose(item.clone()));
+                            }
+                        }
+                    }
+                }
+                while at < stop && !group.held[at] {
+                    at += 1;
+                }
+            }
+            g += 1;
+            at = 0;
+        }
+        batch
     }
 
     /// Lets go of items `first..end` (those still held).
     pub fn release(&mut self, first: u64, end: u64) {
-        for number in first.max(self.base)..end {
-            let Some(slot) =
-                usize::try_from(number - self.base).ok().and_then(|at| self.slots.get_mut(at))
-            else {
-                break;
-            };
-            if let Some(item) = slot.take() {
-                self.bytes -= item.len();
-                self.live -= 1;
+        let Some((mut g, mut at)) = self.seek(first) else { return };
+        while g < self.groups.len() && self.groups[g].first + (at as u64) < end {
+            let number = self.groups[g].first + at as u64;
+            let group = &mut self.groups[g];
+            let stop =
+                group.held.len().min(at + usize::try_from(end - number).unwrap_or(usize::MAX));
+            for i in at..stop {
+                if std::mem::replace(&mut group.held[i], false) {
+                    self.bytes -= group.item_len(i);
+                    if let Items::Loose(items) = &mut group.items {
+                        items[i] = Item::default();
+                    }
+                    group.live -= 1;
+                    self.live -= 1;
+                }
             }
+            g += 1;
+            at = 0;
         }
-        while self.slots.front().is_some_and(Option::is_none) {
-            self.slots.pop_front();
-            self.base += 1;
+        while self.groups.front().is_some_and(|g| g.live == 0) {
+            self.groups.pop_front();
         }
-    }
-
-    /// Clones of items `first..end`.
-    pub fn range(&self, first: u64, end: u64) -> Vec<Item> {
-        let mut items = Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
-        items.extend((first..end).filter_map(|n| self.get(n).cloned()));
-        items
     }
 
     pub fn is_empty(&self) -> bool {
@@ -64,6 +264,7 @@ impl Held {
 
 #[cfg(test)]
 mod tests {
+    use super::super::runs::run_of;
     use super::*;
     use bytes::Bytes;
 
@@ -71,21 +272,49 @@ mod tests {
         Item::from(Bytes::from(vec![b'x'; n]))
     }
 
+    fn lens(batch: &Batch) -> Vec<usize> {
+        batch.items().iter().map(Item::len).collect()
+    }
+
     #[test]
-    fn items_are_held_by_number_until_released_in_any_order() {
+    fn loose_items_are_held_by_number_until_released_in_any_order() {
         let mut h = Held::default();
-        for n in [1, 2, 3, 4] {
-            h.push(item(n));
-        }
-        assert_eq!((h.bytes(), h.get(2).map(Item::len)), (10, Some(3)));
+        h.push_items(vec![item(1), item(2), item(3), item(4)]);
+        assert_eq!((h.bytes(), h.len_of(2)), (10, Some(3)));
         h.release(1, 3);
-        assert_eq!((h.bytes(), h.get(1), h.get(0).map(Item::len)), (5, None, Some(1)));
+        assert_eq!((h.bytes(), h.len_of(1), h.len_of(0)), (5, None, Some(1)));
         h.release(0, 1);
-        assert_eq!(h.base, 3, "the ring moved past everything released");
-        assert_eq!(h.range(0, 4).iter().map(Item::len).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(lens(&h.batch(0, 4)), vec![4]);
         h.release(3, 4);
-        assert!(h.is_empty());
-        h.push(item(7));
-        assert_eq!(h.get(4).map(Item::len), Some(7), "numbering goes on");
+        assert!(h.is_empty() && h.groups.is_empty(), "every group let go");
+        h.push_items(vec![item(7)]);
+        assert_eq!(h.len_of(4), Some(7), "numbering goes on");
+    }
+
+    #[test]
+    fn a_unit_of_a_run_is_one_slice_per_stretch_of_held_items_across_runs() {
+        let mut h = Held::default();
+        h.push_run(run_of([&b"a"[..], b"bb", b"ccc"]));
+        h.push_items(vec![item(4)]);
+        h.push_run(run_of([&b"ddddd"[..], b"eeeeee"]));
+        assert_eq!((h.bytes(), h.len_of(4), h.len_of(5)), (21, Some(5), Some(6)));
+        let all = h.batch(0, 6);
+        assert_eq!((all.len(), all.bytes(), all.segments().len()), (6, 21, 3));
+        assert_eq!(lens(&all), vec![1, 2, 3, 4, 5, 6]);
+        h.release(1, 2);
+        let batch = h.batch(0, 5);
+        assert_eq!(lens(&batch), vec![1, 3, 4, 5], "a released item is skipped");
+        let framed = batch.segments().iter().filter(|s| matches!(s, Segment::Framed { .. }));
+        assert_eq!(framed.count(), 3, "the first run in two slices, around the gap");
+        assert_eq!(h.batch_end(0, 6, 10, 8), 4, "bytes stop it past the first item");
+        assert_eq!(h.batch_end(5, 6, 10, 1), 6, "the first item goes whatever its size");
+        assert_eq!(h.batch_end(0, 6, 2, 100), 2);
+        h.release(0, 3);
+        assert_eq!(h.groups.len(), 2, "the first run went once all of it was released");
+        h.release(0, 5);
+        assert_eq!((h.bytes(), lens(&h.batch(0, 6))), (6, vec![6]), "from a group gone");
+        h.release(0, 6);
+        assert!(h.is_empty() && h.bytes() == 0 && h.groups.is_empty());
+        assert!(h.batch(0, 6).is_empty());
     }
 }

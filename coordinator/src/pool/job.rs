@@ -30,8 +30,9 @@ pub enum Work {
     /// counts lines (`line 3`, from 1).
     Items { source: mpsc::Receiver<Item>, batching: Batching, lines: bool },
     /// The same as `Items`, with items arriving in runs: a client that gathers items anyway
-    /// (the typed library) saves the pool a channel operation per item.
-    Runs { source: mpsc::Receiver<Vec<Item>>, batching: Batching },
+    /// (the typed library) encodes them framed into one buffer, and the pool holds, batches
+    /// and sends them without work per item.
+    Runs { source: mpsc::Receiver<super::Run>, batching: Batching },
     /// Items for the workers' command modes (`run`'s jobs, `map --exec`'s lines): the same
     /// engine as `Items`, with `input` telling the workers what the items are and how to run
     /// them (the task name is not used).

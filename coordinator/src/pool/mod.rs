@@ -21,6 +21,7 @@ mod job;
 mod listener;
 mod process;
 mod restart;
+mod runs;
 mod shown;
 mod slot;
 mod socket_dir;
@@ -35,6 +36,9 @@ pub use job::{
     results, Batching, Item, Job, Outcome, Released, ResultReceiver, ResultSender, Work,
 };
 pub use process::{signal_name, Exit};
+#[cfg(test)]
+pub(crate) use runs::run_of;
+pub use runs::{Run, RunBuilder};
 pub use supervisor::run;
 
 use crate::signal::Interrupt;

@@ -5,6 +5,7 @@
 //! [`Event::Exited`].
 
 use super::engine::{Dispatch, Event};
+use super::held::{Batch, Segment};
 use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec, Worker};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
@@ -264,18 +265,31 @@ async fn send(
 ) -> Result<(), powerpool_shared::transport::SendError> {
     match unit {
         Dispatch::Run(chunk) => conn.writer.send(&ToWorker::Run(chunk)).await,
-        Dispatch::Items { tag, items, .. } if items.len() == 1 && items[0].len() > LARGE_ITEM => {
-            send_pieces(conn, tag, &items[0]).await
+        Dispatch::Items { tag, items, .. } if items.len() == 1 && items.bytes() > LARGE_ITEM => {
+            let item = items.items().pop().unwrap_or_default();
+            send_pieces(conn, tag, &item).await
         }
         Dispatch::Items { tag, first, items } if worth_vectored(&items) => {
-            let bytes = items.iter().map(super::Item::len).sum();
-            let head = codec::items_frame_head(tag, first, items.len(), bytes)?;
-            let lengths: Vec<_> = items.iter().map(|item| codec::item_length(item.len())).collect();
-            let mut parts = Vec::with_capacity(1 + 3 * items.len());
+            let head = codec::items_frame_head(tag, first, items.len(), items.bytes())?;
+            let lengths: Vec<_> = items
+                .segments()
+                .iter()
+                .map(|s| match s {
+                    Segment::Loose(item) => codec::item_length(item.len()),
+                    Segment::Framed { .. } => [0; codec::ITEM_OVERHEAD],
+                })
+                .collect();
+            let mut parts = Vec::with_capacity(1 + 3 * items.segments().len());
             parts.push(IoSlice::new(&head));
-            for (item, length) in items.iter().zip(&lengths) {
-                parts.push(IoSlice::new(length));
-                parts.extend(item.pieces().filter(|p| !p.is_empty()).map(IoSlice::new));
+            for (segment, length) in items.segments().iter().zip(&lengths) {
+                match segment {
+                    // Items of a run lie framed already: one slice for them all.
+                    Segment::Framed { bytes, .. } => parts.push(IoSlice::new(bytes)),
+                    Segment::Loose(item) => {
+                        parts.push(IoSlice::new(length));
+                        parts.extend(item.pieces().filter(|p| !p.is_empty()).map(IoSlice::new));
+                    }
+                }
             }
             conn.writer.send_vectored(&mut parts).await
         }
@@ -283,8 +297,11 @@ async fn send(
             conn.writer
                 .send_built(|buf| {
                     let mut frame = ItemsFrame::begin(buf, tag, first);
-                    for item in &items {
-                        frame.push(item.pieces());
+                    for segment in items.segments() {
+                        match segment {
+                            Segment::Framed { bytes, count } => frame.push_framed(bytes, *count),
+                            Segment::Loose(item) => frame.push(item.pieces()),
+                        }
                     }
                     frame.finish()
                 })
@@ -293,14 +310,20 @@ async fn send(
     }
 }
 
-/// Whether a batch is better written straight from its items' pieces (large pieces: fetched
-/// bodies) than copied into one frame buffer (small ones: lines, jobs, where one copy is
-/// cheaper than a slice per piece).
-fn worth_vectored(items: &[super::Item]) -> bool {
+/// Whether a batch is better written straight from its items' memory (large pieces: fetched
+/// bodies, or a run's items, framed already in one buffer) than copied into one frame buffer
+/// (many small pieces: lines, jobs, where one copy is cheaper than a slice per piece).
+fn worth_vectored(items: &Batch) -> bool {
     const MIN_PIECE: usize = 4 << 10;
-    let bytes: usize = items.iter().map(super::Item::len).sum();
-    let slices: usize = items.iter().map(|item| 1 + item.pieces().count()).sum();
-    bytes >= 64 << 10 && bytes >= slices * MIN_PIECE
+    let slices: usize = items
+        .segments()
+        .iter()
+        .map(|s| match s {
+            Segment::Framed { .. } => 1,
+            Segment::Loose(item) => 1 + item.pieces().count(),
+        })
+        .sum();
+    items.bytes() >= 64 << 10 && items.bytes() >= slices * MIN_PIECE
 }
 
 /// Sends a large item as `Body` frames of `MAX_BODY_PIECE` bytes (the last may be shorter,
@@ -352,23 +375,39 @@ async fn reap_killed(child: &mut Worker) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::Item;
+    use crate::pool::held::Held;
+    use crate::pool::{Item, RunBuilder};
     use bytes::Bytes;
 
     fn item(pieces: &[usize]) -> Item {
         Item::from_pieces(pieces.iter().map(|&n| Bytes::from(vec![7u8; n])).collect())
     }
 
+    fn batch(items: Vec<Item>) -> Batch {
+        let n = items.len() as u64;
+        let mut held = Held::default();
+        held.push_items(items);
+        held.batch(0, n)
+    }
+
     #[test]
     fn large_pieces_are_written_in_place_and_small_ones_copied() {
         // Fetched bodies: 100 KiB in pieces of 16 KiB or more.
-        let bodies: Vec<Item> = (0..10).map(|_| item(&[16 << 10, 40 << 10, 44 << 10])).collect();
+        let bodies = batch((0..10).map(|_| item(&[16 << 10, 40 << 10, 44 << 10])).collect());
         assert!(worth_vectored(&bodies));
         // Lines and jobs: thousands of short items; one copy beats a slice per piece.
-        let lines: Vec<Item> = (0..4096).map(|_| item(&[80])).collect();
+        let lines = batch((0..4096).map(|_| item(&[80])).collect());
         assert!(!worth_vectored(&lines));
         // A batch too small to matter, and large items cut into tiny pieces.
-        assert!(!worth_vectored(&[item(&[1000])]));
-        assert!(!worth_vectored(&[item(&[100; 1000])]));
+        assert!(!worth_vectored(&batch(vec![item(&[1000])])));
+        assert!(!worth_vectored(&batch(vec![item(&[100; 1000])])));
+        // The same short items framed in a run: one slice, written as it lies.
+        let mut run = RunBuilder::default();
+        for _ in 0..4096 {
+            run.push_bytes(&[7; 80]);
+        }
+        let mut held = Held::default();
+        held.push_run(run.finish());
+        assert!(worth_vectored(&held.batch(0, 4096)));
     }
 }

@@ -166,7 +166,8 @@ impl Shell {
                     Event::Consumed(consumed)
                 }
                 items = next_items(source), if wants_items => match items {
-                    Some(items) => Event::Items(items),
+                    Some(Pulled::Items(items)) => Event::Items(items),
+                    Some(Pulled::Runs(runs)) => Event::Runs(runs),
                     None => {
                         *source = None;
                         Event::SourceEnded
@@ -322,13 +323,19 @@ impl Shell {
 #[derive(Debug)]
 enum Source {
     One(mpsc::Receiver<super::Item>),
-    Runs(mpsc::Receiver<Vec<super::Item>>),
+    Runs(mpsc::Receiver<super::Run>),
+}
+
+/// What one turn took from the source.
+enum Pulled {
+    Items(Vec<super::Item>),
+    Runs(Vec<super::Run>),
 }
 
 /// The next items: the first to arrive, and those already waiting behind it (up to a batch's
 /// worth for every worker), so that batches are made of what has arrived and a fast source
 /// fills them. `None` once the source has ended.
-async fn next_items(source: &mut Option<Source>) -> Option<Vec<super::Item>> {
+async fn next_items(source: &mut Option<Source>) -> Option<Pulled> {
     const MORE: usize = 1024;
     match source {
         Some(Source::One(rx)) => {
@@ -339,17 +346,22 @@ async fn next_items(source: &mut Option<Source>) -> Option<Vec<super::Item>> {
                     Err(_) => break,
                 }
             }
-            Some(items)
+            Some(Pulled::Items(items))
         }
         Some(Source::Runs(rx)) => {
-            let mut items = rx.recv().await?;
-            while items.len() < MORE {
+            let first = rx.recv().await?;
+            let mut count = first.len();
+            let mut runs = vec![first];
+            while count < MORE {
                 match rx.try_recv() {
-                    Ok(run) => items.extend(run),
+                    Ok(run) => {
+                        count += run.len();
+                        runs.push(run);
+                    }
                     Err(_) => break,
                 }
             }
-            Some(items)
+            Some(Pulled::Runs(runs))
         }
         None => std::future::pending().await,
     }

@@ -117,8 +117,8 @@ where
                     None => self.exhausted = true,
                 }
             }
-            if let Some((seq, answer)) = self.call.take(ordered) {
-                return Some((seq, self.call.decode(seq, answer)));
+            if let Some(answer) = self.call.take(ordered) {
+                return Some(answer);
             }
             if self.exhausted && self.call.is_drained() {
                 self.done = true;
@@ -233,8 +233,7 @@ where
                     Poll::Pending => break,
                 }
             }
-            if let Some((seq, answer)) = this.call.take(true) {
-                let result = this.call.decode(seq, answer);
+            if let Some((_, result)) = this.call.take::<R>(true) {
                 if result.is_err() && !this.keep_going {
                     this.done = true;
                 }
@@ -277,8 +276,8 @@ impl<R: DeserializeOwned> Submitted<R> {
             return Err(err);
         }
         loop {
-            if let Some((seq, answer)) = self.call.take(true) {
-                return self.call.decode(seq, answer);
+            if let Some((_, result)) = self.call.take(true) {
+                return result;
             }
             if !self.call.wait() {
                 return Err(self.ended());
@@ -297,8 +296,8 @@ impl<R: DeserializeOwned> Future for Submitted<R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            if let Some((seq, answer)) = this.call.take(true) {
-                return Poll::Ready(this.call.decode(seq, answer));
+            if let Some((_, result)) = this.call.take(true) {
+                return Poll::Ready(result);
             }
             match this.call.poll_wait(cx) {
                 Poll::Ready(true) => {}

@@ -44,6 +44,7 @@
 
 mod call;
 mod map;
+mod pending;
 mod pool;
 mod route;
 mod task;

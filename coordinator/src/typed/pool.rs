@@ -11,7 +11,7 @@
 use super::call::{Batch, Routes};
 use super::route::Outcome;
 use crate::errors::Error;
-use crate::pool::{self, Batching, Item, Job, Observers, PoolConfig, WorkerCommand};
+use crate::pool::{self, Batching, Job, Observers, PoolConfig, WorkerCommand};
 use crate::signal::{Interrupt, SIGTERM};
 use powerpool_worker::typed::TYPED_JOB;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,7 +318,7 @@ async fn serve(
     routes: Routes,
 ) {
     // Four calls' batches of items (each at most `call::SEND_BATCH`) waiting at most.
-    let (source_tx, source) = mpsc::channel::<Vec<Item>>(4);
+    let (source_tx, source) = mpsc::channel::<pool::Run>(4);
     let (mut sender, receiver) = pool::results();
     let (stop_feeding, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let feeder_routes = routes.clone();
@@ -333,8 +333,7 @@ async fn serve(
             let first = next;
             next += batch.items.len() as u64;
             // The batch goes on as one run: one channel operation, not one per item.
-            let items = feeder_routes.add(first, batch).into_iter().map(Item::from).collect();
-            if source_tx.send(items).await.is_err() {
+            if source_tx.send(feeder_routes.add(first, batch)).await.is_err() {
                 break;
             }
         }

@@ -2,22 +2,15 @@
 //! order for the whole pool; a route maps each range of those numbers back to its call and to
 //! the items' places in that call.
 
+use super::pending::Stretch;
+use crate::pool::Run;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// One item's answer, as its call keeps it.
-#[derive(Debug)]
-pub(super) enum Answer {
-    /// The encoded result.
-    Done(Bytes),
-    /// Why the item has no result.
-    Failed(String),
-}
-
 /// Answers of consecutive places of one call, as they travel back to it: a whole run at a
-/// time, so the pool's thread does no work per item on the way back (the call splits them).
+/// time, so the pool's thread does no work per item on the way back (the call reads them).
 #[derive(Debug)]
 pub(super) enum Delivery {
     /// Places `seq..seq + count`: `records` holds their `count` records, in order.
@@ -26,35 +19,11 @@ pub(super) enum Delivery {
     Failed { seq: u64, count: u64, why: String },
 }
 
-impl Delivery {
-    /// Calls `f` with each place and its answer, in order. The engine checked that the
-    /// unit's records tile; a record that runs short anyway fails its place and the rest,
-    /// named, never shifts an answer onto another place.
-    pub fn each(self, mut f: impl FnMut(u64, Answer)) {
-        match self {
-            Delivery::Records { seq, count, records } => {
-                let mut at = 0;
-                for place in seq..seq + count {
-                    let record = records
-                        .get(at..at + 4)
-                        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
-                        .and_then(|len| (at + 4 + len <= records.len()).then_some(len));
-                    match record {
-                        Some(len) => {
-                            f(place, Answer::Done(records.slice(at + 4..at + 4 + len)));
-                            at += 4 + len;
-                        }
-                        None => {
-                            let why = "its result records are malformed";
-                            f(place, Answer::Failed(why.to_owned()));
-                            at = records.len();
-                        }
-                    }
-                }
-            }
-            Delivery::Failed { seq, count, why } => {
-                (seq..seq + count).for_each(|s| f(s, Answer::Failed(why.clone())));
-            }
+impl From<Delivery> for Stretch {
+    fn from(delivery: Delivery) -> Stretch {
+        match delivery {
+            Delivery::Records { seq, count, records } => Stretch::records(seq, count, records),
+            Delivery::Failed { seq, count, why } => Stretch::failed(seq, count, why),
         }
     }
 }
@@ -62,10 +31,10 @@ impl Delivery {
 /// Where a call's answers go.
 pub(super) type Route = mpsc::UnboundedSender<Delivery>;
 
-/// Items of one call, sent together: `items[i]` is the call's item `first_seq + i`.
+/// Items of one call, sent together: the run's item `i` is the call's item `first_seq + i`.
 #[derive(Debug)]
 pub(super) struct Batch {
-    pub items: Vec<Bytes>,
+    pub items: Run,
     pub first_seq: u64,
     pub route: Route,
 }
@@ -122,7 +91,7 @@ impl Cursor<'_> {
 
 impl Routes {
     /// Keeps the route of `batch`, whose items are numbered from `first`; returns the items.
-    pub fn add(&self, first: u64, batch: Batch) -> Vec<Bytes> {
+    pub fn add(&self, first: u64, batch: Batch) -> Run {
         let len = batch.items.len();
         let entry = Entry {
             route: batch.route,
@@ -224,11 +193,13 @@ impl Routes {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pending::Answer;
     use super::*;
     use powerpool_shared::codec;
 
     fn batch(n: usize, first_seq: u64, route: &Route) -> Batch {
-        Batch { items: vec![Bytes::new(); n], first_seq, route: route.clone() }
+        let items = crate::pool::run_of(std::iter::repeat_n(&[][..], n));
+        Batch { items, first_seq, route: route.clone() }
     }
 
     /// Records whose results are the pool numbers `first..end`, one byte each.
@@ -248,10 +219,10 @@ mod tests {
     fn got(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(u64, Option<u8>)> {
         let mut all = Vec::new();
         while let Ok(d) = rx.try_recv() {
-            d.each(|s, a| match a {
-                Answer::Done(b) => all.push((s, Some(b[0]))),
-                Answer::Failed(_) => all.push((s, None)),
-            });
+            let mut stretch = Stretch::from(d);
+            while let Some((s, a)) = stretch.take() {
+                all.push((s, if let Answer::Done(b) = a { Some(b[0]) } else { None }));
+            }
         }
         all
     }
@@ -304,16 +275,5 @@ mod tests {
         routes.answer(8, 11, Outcome::Failed("poison"));
         assert_eq!(got(&mut a_rx), vec![(6, None), (7, None), (8, None)]);
         assert!(routes.0.lock().expect("lock").is_empty());
-    }
-
-    #[test]
-    fn a_record_that_runs_short_fails_its_place_and_the_rest_never_shifts_them() {
-        let mut bytes = records(0, 2).to_vec();
-        bytes.truncate(bytes.len() - 1);
-        let mut got = Vec::new();
-        Delivery::Records { seq: 10, count: 3, records: Bytes::from(bytes) }.each(|s, a| {
-            got.push((s, matches!(a, Answer::Done(_))));
-        });
-        assert_eq!(got, vec![(10, true), (11, false), (12, false)]);
     }
 }
