@@ -164,24 +164,52 @@ impl Held {
         let mut bytes = 0usize;
         let mut at = self.find(first);
         while end < limit && end - first < max_items {
-            let len = match at {
-                Some((g, i)) => {
-                    let group = &self.groups[g];
-                    let len = if group.held[i] { group.item_len(i) } else { 0 };
-                    at = if i + 1 < group.held.len() {
-                        Some((g, i + 1))
-                    } else {
-                        (g + 1 < self.groups.len()).then_some((g + 1, 0))
-                    };
-                    len
-                }
-                None => 0,
+            let Some((g, i)) = at else {
+                // Past every group: nothing held there weighs anything.
+                return limit.min(first.saturating_add(max_items));
             };
-            if end > first && bytes.saturating_add(len) > max_bytes {
+            let group = &self.groups[g];
+            let room = (max_items - (end - first)).min(limit - end);
+            let room = usize::try_from(room).unwrap_or(usize::MAX).min(group.held.len() - i);
+            // How many items this step takes, and whether the byte budget stopped it.
+            let (taken, full) = match &group.items {
+                // A whole run still held (new items always are): its items up to the budget
+                // in one binary search, not one step per item.
+                Items::Framed(run) if group.live == group.held.len() && end > first => {
+                    let fits =
+                        |k: usize| bytes.saturating_add(run.items_len(i, i + k)) <= max_bytes;
+                    let (mut lo, mut hi) = (0, room);
+                    while lo < hi {
+                        let mid = lo + (hi - lo).div_ceil(2);
+                        if fits(mid) {
+                            lo = mid;
+                        } else {
+                            hi = mid - 1;
+                        }
+                    }
+                    bytes += run.items_len(i, i + lo);
+                    (lo, lo < room)
+                }
+                _ => {
+                    let len = if group.held[i] { group.item_len(i) } else { 0 };
+                    // The first item of a batch goes whatever its size.
+                    if end > first && bytes.saturating_add(len) > max_bytes {
+                        (0, true)
+                    } else {
+                        bytes = bytes.saturating_add(len);
+                        (1, false)
+                    }
+                }
+            };
+            end += taken as u64;
+            if full {
                 break;
             }
-            bytes = bytes.saturating_add(len);
-            end += 1;
+            at = if i + taken < group.held.len() {
+                Some((g, i + taken))
+            } else {
+                (g + 1 < self.groups.len()).then_some((g + 1, 0))
+            };
         }
         end
     }
@@ -316,5 +344,49 @@ mod tests {
         h.release(0, 6);
         assert!(h.is_empty() && h.bytes() == 0 && h.groups.is_empty());
         assert!(h.batch(0, 6).is_empty());
+    }
+
+    /// Where a batch ends, one item at a time: what `batch_end` must agree with.
+    fn batch_end_by_steps(h: &Held, first: u64, limit: u64, max_items: u64, max: usize) -> u64 {
+        let (mut end, mut bytes) = (first, 0usize);
+        while end < limit && end - first < max_items {
+            let len = h.len_of(end).unwrap_or(0);
+            if end > first && bytes + len > max {
+                break;
+            }
+            bytes += len;
+            end += 1;
+        }
+        end
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_end_agrees_with_a_walk_item_by_item(
+            groups in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(0usize..40, 1..30)), 1..6),
+            released in proptest::collection::vec((0u64..120, 0u64..8), 0..4),
+            first in 0u64..120,
+            max_items in 1u64..80,
+            max_bytes in 0usize..400,
+        ) {
+            let mut h = Held::default();
+            for (framed, sizes) in &groups {
+                if *framed {
+                    let items: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![1; n]).collect();
+                    h.push_run(run_of(items.iter().map(Vec::as_slice)));
+                } else {
+                    h.push_items(sizes.iter().map(|&n| item(n)).collect());
+                }
+            }
+            for (from, n) in released {
+                h.release(from, from + n);
+            }
+            let limit = h.next;
+            proptest::prop_assert_eq!(
+                h.batch_end(first, limit, max_items, max_bytes),
+                batch_end_by_steps(&h, first, limit, max_items, max_bytes)
+            );
+        }
     }
 }
