@@ -56,6 +56,15 @@ fn segv_at(x: u64) -> u64 {
 }
 powerpool::task!(SEGV_AT: fn(u64) -> u64 = segv_at);
 
+fn weigh(bytes: Vec<u8>) -> (usize, u64) {
+    let sum = bytes
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, &b)| acc.wrapping_mul(31).wrapping_add(u64::from(b) ^ i as u64));
+    (bytes.len(), sum)
+}
+powerpool::task!(WEIGH: fn(Vec<u8>) -> (usize, u64) = weigh);
+
 static INITS: AtomicUsize = AtomicUsize::new(0);
 
 struct WorkerState {
@@ -158,6 +167,18 @@ fn blocking_map_from_a_plain_main_in_order() -> Result<(), Failed> {
         (0..5000).map(|n| Line { number: n, text: format!("word {n} and ünïcode {n}") }).collect();
     let got: Vec<Stats> = pool.map(&STATS, lines.clone()).collect::<Result<_, _>>()?;
     check(got == lines.into_iter().map(stats).collect::<Vec<_>>(), || "stats differ".into())
+}
+
+fn large_inputs_among_small_ones_arrive_whole() -> Result<(), Failed> {
+    // Items past 1 MiB travel alone, in pieces cut from the call's buffer; small ones around
+    // them share batches.
+    let pool = Pool::builder().workers(2).build()?;
+    let sizes = [10usize, 3 << 20, 5, (2 << 20) + 7, 0, 1 << 20, 100];
+    let inputs: Vec<Vec<u8>> =
+        (0..21).map(|i| (0..sizes[i % sizes.len()]).map(|j| (j * 7 + i) as u8).collect()).collect();
+    let got: Vec<(usize, u64)> = pool.map(&WEIGH, inputs.clone()).collect::<Result<_, _>>()?;
+    let want: Vec<(usize, u64)> = inputs.into_iter().map(weigh).collect();
+    check(got == want, || format!("{got:?} against {want:?}"))
 }
 
 fn unordered_results_carry_their_place() -> Result<(), Failed> {
@@ -413,6 +434,10 @@ fn main() {
             blocking_map_from_a_plain_main_in_order,
         ),
         Trial::test("unordered_results_carry_their_place", unordered_results_carry_their_place),
+        Trial::test(
+            "large_inputs_among_small_ones_arrive_whole",
+            large_inputs_among_small_ones_arrive_whole,
+        ),
         Trial::test(
             "keep_going_keeps_results_aligned_and_names_each_failure",
             keep_going_keeps_results_aligned_and_names_each_failure,
