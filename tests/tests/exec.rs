@@ -240,3 +240,16 @@ fn max_tasks_per_worker_restarts_the_command_and_the_output_is_exact() {
     let pids: std::collections::HashSet<&str> = rows.iter().map(|r| r.1).collect();
     assert!(pids.len() > 2, "2 workers, recycled: the command restarted: {}", pids.len());
 }
+
+#[test]
+fn long_lines_whose_answers_and_next_batch_both_outgrow_the_socket_buffers_do_not_deadlock() {
+    // 60 lines of 150 KB: a unit's answers come back while the next unit, as large, is being
+    // written to the same worker. A slot that stopped reading while it wrote waited for ever
+    // on a worker that was waiting to write its answers.
+    let dir = TempDir::new("exec-long-lines");
+    let text: String = (0..60).map(|i| format!("{i}-{}\n", "x".repeat(150_000))).collect();
+    let input = input_file(&dir.0, &text);
+    let out = exec("cat", &input, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == text.as_bytes(), "the output differs from the input");
+}

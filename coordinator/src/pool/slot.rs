@@ -9,8 +9,12 @@ use super::held::{Batch, Segment};
 use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec, Worker};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
+use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
 use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +26,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const TERM_GRACE: Duration = Duration::from_millis(500);
 /// An item larger than this travels alone, in pieces, instead of in a batch frame.
 const LARGE_ITEM: usize = MAX_BODY_PIECE;
+
+/// A write to the worker in progress: it owns the writer, and gives it back with whether it
+/// was the request to shut down.
+type Writing =
+    Pin<Box<dyn Future<Output = (FrameWriter<Half>, Result<bool, transport::SendError>)> + Send>>;
+
+/// What waits to be written to the worker, in order.
+enum Outgoing {
+    Unit(Dispatch),
+    Shutdown,
+}
 
 /// What the supervisor tells a slot.
 #[derive(Debug)]
@@ -111,7 +126,7 @@ impl Slot {
             self.note = Some(format!("handshake failed: {err}"));
             return reap_killed(child).await;
         }
-        self.serve(child, &mut conn).await
+        self.serve(child, *conn).await
     }
 
     /// Phase 1: waits for this worker's authenticated connection (the listener checked that it
@@ -155,35 +170,75 @@ impl Slot {
 
     /// Phase 2: sends what the engine dispatches, forwards what the worker answers, until the
     /// process ends.
-    async fn serve(&mut self, child: &mut Worker, conn: &mut Authenticated) -> Exit {
+    ///
+    /// Reading never waits on a write: a worker answers its unit while the next one is being
+    /// written to it, and if the slot stopped reading until that write ended, a result and a
+    /// unit each larger than a socket buffer would leave both sides waiting on each other for
+    /// ever. So a write runs as a future of its own, which owns the writer while it runs and
+    /// hands it back; what the engine sends meanwhile waits in `outbox`, in order.
+    async fn serve(&mut self, child: &mut Worker, conn: Authenticated) -> Exit {
+        let Authenticated { mut reader, writer, .. } = conn;
+        let mut idle = Some(writer);
+        let mut outbox: VecDeque<Outgoing> = VecDeque::new();
+        let mut writing: Option<Writing> = None;
         let mut reading = true;
         loop {
+            // The writer is idle exactly when no write is in progress: the next one starts.
+            if let (None, Some(mut writer)) = (&writing, idle.take()) {
+                match outbox.pop_front() {
+                    None => idle = Some(writer),
+                    Some(next) => {
+                        writing = Some(Box::pin(async move {
+                            let sent = match next {
+                                Outgoing::Unit(unit) => {
+                                    send(&mut writer, unit).await.map(|()| false)
+                                }
+                                Outgoing::Shutdown => {
+                                    writer.send(&ToWorker::Shutdown).await.map(|()| true)
+                                }
+                            };
+                            (writer, sent)
+                        }));
+                    }
+                }
+            }
             let kill_at = self.kill_at;
             tokio::select! {
                 status = child.wait() => {
                     if reading {
-                        self.drain(conn).await;
+                        self.drain(&mut reader).await;
                     }
                     return exited(status);
                 }
-                cmd = self.cmds.recv() => match cmd {
-                    Some(SlotCmd::Send(unit)) => {
-                        if let Err(err) = send(conn, unit).await {
+                (writer, sent) = async {
+                    match writing.as_mut() {
+                        Some(write) => write.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing.is_some() => {
+                    writing = None;
+                    idle = Some(writer);
+                    match sent {
+                        Ok(false) => {}
+                        // The worker was asked to finish: it is killed if it has not by then.
+                        Ok(true) => self.kill_by(Instant::now() + SHUTDOWN_GRACE),
+                        Err(err) => {
                             tracing::debug!(id = self.id, "send failed: {err}");
                             process::kill_group(child);
                         }
                     }
-                    Some(SlotCmd::Shutdown) => {
-                        let _ = conn.writer.send(&ToWorker::Shutdown).await;
-                        self.kill_by(Instant::now() + SHUTDOWN_GRACE);
-                    }
+                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(SlotCmd::Send(unit)) => outbox.push_back(Outgoing::Unit(unit)),
+                    Some(SlotCmd::Shutdown) => outbox.push_back(Outgoing::Shutdown),
+                    // Neither waits behind a write in progress.
                     Some(SlotCmd::Terminate) => {
                         process::terminate_group(child);
                         self.kill_by(Instant::now() + TERM_GRACE);
                     }
                     Some(SlotCmd::Kill) | None => process::kill_group(child),
                 },
-                frame = conn.reader.next_frame(), if reading => match frame {
+                frame = reader.next_frame(), if reading => match frame {
                     Ok(Some(body)) => {
                         if let Err(why) = self.forward(body) {
                             tracing::warn!(id = self.id, "worker sent an invalid frame: {why}");
@@ -213,10 +268,9 @@ impl Slot {
 
     /// Reads what a worker sent before it exited (a last result, or why it could not run the
     /// job), up to end of file or a short deadline: a descendant may still hold the socket.
-    async fn drain(&mut self, conn: &mut Authenticated) {
+    async fn drain(&mut self, reader: &mut FrameReader<Half>) {
         let deadline = Instant::now() + Duration::from_millis(200);
-        while let Ok(Ok(Some(body))) =
-            tokio::time::timeout_at(deadline, conn.reader.next_frame()).await
+        while let Ok(Ok(Some(body))) = tokio::time::timeout_at(deadline, reader.next_frame()).await
         {
             if self.forward(body).is_err() {
                 break;
@@ -259,15 +313,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Sends one unit: a range chunk, a batch of items in one frame, or one large item as
 /// pieces of at most `MAX_BODY_PIECE` bytes straight from the item's memory.
-async fn send(
-    conn: &mut Authenticated,
-    unit: Dispatch,
-) -> Result<(), powerpool_shared::transport::SendError> {
+async fn send(writer: &mut FrameWriter<Half>, unit: Dispatch) -> Result<(), transport::SendError> {
     match unit {
-        Dispatch::Run(chunk) => conn.writer.send(&ToWorker::Run(chunk)).await,
+        Dispatch::Run(chunk) => writer.send(&ToWorker::Run(chunk)).await,
         Dispatch::Items { tag, items, .. } if items.len() == 1 && items.bytes() > LARGE_ITEM => {
             let item = items.items().pop().unwrap_or_default();
-            send_pieces(conn, tag, &item).await
+            send_pieces(writer, tag, &item).await
         }
         Dispatch::Items { tag, first, items } if worth_vectored(&items) => {
             let head = codec::items_frame_head(tag, first, items.len(), items.bytes())?;
@@ -291,10 +342,10 @@ async fn send(
                     }
                 }
             }
-            conn.writer.send_vectored(&mut parts).await
+            writer.send_vectored(&mut parts).await
         }
         Dispatch::Items { tag, first, items } => {
-            conn.writer
+            writer
                 .send_built(|buf| {
                     let mut frame = ItemsFrame::begin(buf, tag, first);
                     for segment in items.segments() {
@@ -330,10 +381,10 @@ fn worth_vectored(items: &Batch) -> bool {
 /// and is marked), each written straight from the pieces the item arrived in (often a few KiB
 /// each, as read from the network) with vectored writes: no copy.
 async fn send_pieces(
-    conn: &mut Authenticated,
+    writer: &mut FrameWriter<Half>,
     tag: u64,
     item: &super::Item,
-) -> Result<(), powerpool_shared::transport::SendError> {
+) -> Result<(), transport::SendError> {
     let mut pieces = item.pieces().flat_map(|p| p.chunks(MAX_BODY_PIECE));
     let mut carry: &[u8] = &[];
     let mut left = item.len();
@@ -355,7 +406,7 @@ async fn send_pieces(
             carry = &carry[take..];
             need -= take;
         }
-        conn.writer.send_vectored(&mut parts).await?;
+        writer.send_vectored(&mut parts).await?;
     }
     Ok(())
 }
