@@ -160,13 +160,18 @@ impl Held {
     /// Where a batch from `first` ends: at most `max_items` items before `limit` and, past the
     /// first, at most `max_bytes` bytes (items no longer held count nothing).
     pub fn batch_end(&self, first: u64, limit: u64, max_items: u64, max_bytes: usize) -> u64 {
+        let most = limit.min(first.saturating_add(max_items));
         let mut end = first;
         let mut bytes = 0usize;
-        let mut at = self.find(first);
+        let mut at = self.seek(first);
+        if let Some((g, i)) = at {
+            // Items before the oldest group are released and gone: they weigh nothing.
+            end = end.max((self.groups[g].first + i as u64).min(most));
+        }
         while end < limit && end - first < max_items {
             let Some((g, i)) = at else {
                 // Past every group: nothing held there weighs anything.
-                return limit.min(first.saturating_add(max_items));
+                return most;
             };
             let group = &self.groups[g];
             let room = (max_items - (end - first)).min(limit - end);
@@ -339,6 +344,7 @@ mod tests {
         assert_eq!(h.batch_end(0, 6, 2, 100), 2);
         h.release(0, 3);
         assert_eq!(h.groups.len(), 2, "the first run went once all of it was released");
+        assert_eq!(h.batch_end(0, 6, 10, 8), 4, "from a group gone: its items weigh nothing");
         h.release(0, 5);
         assert_eq!((h.bytes(), lens(&h.batch(0, 6))), (6, vec![6]), "from a group gone");
         h.release(0, 6);
@@ -366,6 +372,7 @@ mod tests {
             groups in proptest::collection::vec(
                 (proptest::bool::ANY, proptest::collection::vec(0usize..40, 1..30)), 1..6),
             released in proptest::collection::vec((0u64..120, 0u64..8), 0..4),
+            front in 0u64..40,
             first in 0u64..120,
             max_items in 1u64..80,
             max_bytes in 0usize..400,
@@ -382,6 +389,8 @@ mod tests {
             for (from, n) in released {
                 h.release(from, from + n);
             }
+            // Often the oldest groups are gone altogether.
+            h.release(0, front);
             let limit = h.next;
             proptest::prop_assert_eq!(
                 h.batch_end(first, limit, max_items, max_bytes),
