@@ -56,6 +56,17 @@ fn segv_at(x: u64) -> u64 {
 }
 powerpool::task!(SEGV_AT: fn(u64) -> u64 = segv_at);
 
+/// Places at the edges of a call's runs (1,024 items each) and of the pool's batches.
+const POISONED: [u64; 9] = [0, 1023, 1024, 1025, 2047, 2048, 3071, 4095, 4096];
+
+fn poison_at(x: u64) -> u64 {
+    if POISONED.contains(&x) {
+        panic!("poison {x}");
+    }
+    x + 7
+}
+powerpool::task!(POISON_AT: fn(u64) -> u64 = poison_at);
+
 fn weigh(bytes: Vec<u8>) -> (usize, u64) {
     let sum = bytes
         .iter()
@@ -214,6 +225,27 @@ fn keep_going_keeps_results_aligned_and_names_each_failure() -> Result<(), Faile
     // By default the call stops at the first failure, after every result before it.
     let stopped: Vec<Result<u64, TaskError>> = pool.map(&PICKY, 0..1000u64).collect();
     check(stopped.len() == 14 && stopped[13].is_err(), || format!("{} results", stopped.len()))
+}
+
+fn failures_at_the_edges_of_runs_and_batches_stay_in_place() -> Result<(), Failed> {
+    let pool = Pool::builder().workers(2).retries(0).build()?;
+    let got: Vec<Result<u64, TaskError>> = pool.map(&POISON_AT, 0..5000u64).keep_going().collect();
+    check(got.len() == 5000, || format!("{} results for 5000 inputs", got.len()))?;
+    for (x, r) in (0u64..).zip(&got) {
+        let ok = match r {
+            Ok(v) => !POISONED.contains(&x) && *v == x + 7,
+            Err(e) => {
+                POISONED.contains(&x) && e.index == x && e.reason.contains(&format!("poison {x}"))
+            }
+        };
+        check(ok, || format!("item {x}: {r:?}"))?;
+    }
+    let mut seen = vec![0u8; 5000];
+    for (x, r) in pool.map(&POISON_AT, 0..5000u64).unordered() {
+        seen[x as usize] += 1;
+        check(r.is_err() == POISONED.contains(&x), || format!("unordered item {x}: {r:?}"))?;
+    }
+    check(seen.iter().all(|&n| n == 1), || "an unordered place came back twice or never".into())
 }
 
 fn a_segfaulting_input_among_100000_is_isolated_and_named() -> Result<(), Failed> {
@@ -441,6 +473,10 @@ fn main() {
         Trial::test(
             "keep_going_keeps_results_aligned_and_names_each_failure",
             keep_going_keeps_results_aligned_and_names_each_failure,
+        ),
+        Trial::test(
+            "failures_at_the_edges_of_runs_and_batches_stay_in_place",
+            failures_at_the_edges_of_runs_and_batches_stay_in_place,
         ),
         Trial::test(
             "a_segfaulting_input_among_100000_is_isolated_and_named",
