@@ -4,7 +4,7 @@
 use super::pending::{Answer, Pending, Stretch};
 use super::pool::{Inner, Pool};
 use super::route::Route;
-pub(super) use super::route::{Batch, Delivery, Routes};
+pub(super) use super::route::{Batch, Routes};
 use super::task::{Task, TaskError};
 use crate::pool::RunBuilder;
 use powerpool_shared::codec;
@@ -57,7 +57,7 @@ pub(super) struct Call {
     task: &'static str,
     index: u32,
     route: Route,
-    rx: mpsc::UnboundedReceiver<Delivery>,
+    rx: mpsc::UnboundedReceiver<Stretch>,
     /// Items pushed; items handed back; answers waiting to be handed back.
     sent: u64,
     taken: u64,
@@ -181,8 +181,8 @@ impl Call {
     }
 
     /// Keeps answers that arrived.
-    pub fn store(&mut self, delivery: Delivery) {
-        self.pending.insert(delivery.into());
+    pub fn store(&mut self, stretch: Stretch) {
+        self.pending.insert(stretch);
     }
 
     /// The next result in input order, if its answer arrived; or any result whose answer

@@ -9,27 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Answers of consecutive places of one call, as they travel back to it: a whole run at a
-/// time, so the pool's thread does no work per item on the way back (the call reads them).
-#[derive(Debug)]
-pub(super) enum Delivery {
-    /// Places `seq..seq + count`: `records` holds their `count` records, in order.
-    Records { seq: u64, count: u64, records: Bytes },
-    /// Places `seq..seq + count` failed, all for `why`.
-    Failed { seq: u64, count: u64, why: String },
-}
-
-impl From<Delivery> for Stretch {
-    fn from(delivery: Delivery) -> Stretch {
-        match delivery {
-            Delivery::Records { seq, count, records } => Stretch::records(seq, count, records),
-            Delivery::Failed { seq, count, why } => Stretch::failed(seq, count, why),
-        }
-    }
-}
-
-/// Where a call's answers go.
-pub(super) type Route = mpsc::UnboundedSender<Delivery>;
+/// Where a call's answers go: a stretch of consecutive places at a time, so the pool's thread
+/// does no work per item on the way back (the call reads them).
+pub(super) type Route = mpsc::UnboundedSender<Stretch>;
 
 /// Items of one call, sent together: the run's item `i` is the call's item `first_seq + i`.
 #[derive(Debug)]
@@ -43,7 +25,7 @@ impl Batch {
     /// Answers every item of the batch with `why`.
     pub fn fail_all(self, why: &str) {
         let count = self.items.len() as u64;
-        let _ = self.route.send(Delivery::Failed { seq: self.first_seq, count, why: why.into() });
+        let _ = self.route.send(Stretch::failed(self.first_seq, count, why.into()));
     }
 }
 
@@ -107,7 +89,7 @@ impl Routes {
         batch.items
     }
 
-    /// Sends the answers of pool numbers `first..end` along their routes, one delivery per
+    /// Sends the answers of pool numbers `first..end` along their routes, one stretch per
     /// run of a call's places (a number answered already, or routed nowhere, is skipped: no
     /// call hears of an item twice).
     pub fn answer(&self, first: u64, end: u64, outcome: Outcome<'_>) {
@@ -147,14 +129,14 @@ impl Routes {
                     let count = number - from;
                     entry.left -= count as usize;
                     let seq = entry.first_seq + (from - start);
-                    let delivery = match outcome {
+                    let stretch = match outcome {
                         Outcome::Records(_) => {
                             let (a, b) = (cursor.seek(from), cursor.seek(number));
-                            Delivery::Records { seq, count, records: records.slice(a..b) }
+                            Stretch::records(seq, count, records.slice(a..b))
                         }
-                        Outcome::Failed(why) => Delivery::Failed { seq, count, why: why.into() },
+                        Outcome::Failed(why) => Stretch::failed(seq, count, why.into()),
                     };
-                    let _ = entry.route.send(delivery);
+                    let _ = entry.route.send(stretch);
                 }
                 while number < stop && entry.answered[(number - start) as usize] {
                     number += 1;
@@ -181,7 +163,7 @@ impl Routes {
                 }
                 if at > from {
                     let (seq, count) = (entry.first_seq + from as u64, (at - from) as u64);
-                    let _ = entry.route.send(Delivery::Failed { seq, count, why: why.into() });
+                    let _ = entry.route.send(Stretch::failed(seq, count, why.into()));
                 }
                 while at < entry.answered.len() && entry.answered[at] {
                     at += 1;
@@ -216,10 +198,9 @@ mod tests {
     }
 
     /// Every (place, answer byte or failure) that arrived, in arrival order.
-    fn got(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(u64, Option<u8>)> {
+    fn got(rx: &mut mpsc::UnboundedReceiver<Stretch>) -> Vec<(u64, Option<u8>)> {
         let mut all = Vec::new();
-        while let Ok(d) = rx.try_recv() {
-            let mut stretch = Stretch::from(d);
+        while let Ok(mut stretch) = rx.try_recv() {
             while let Some((s, a)) = stretch.take() {
                 all.push((s, if let Answer::Done(b) = a { Some(b[0]) } else { None }));
             }
