@@ -149,6 +149,16 @@ impl Held {
         }
     }
 
+    /// The places of group `g` from `at` that come before item `end`: `(g, at, stop)`, or
+    /// `None` past the last group or at `end`.
+    fn span(&self, g: usize, at: usize, end: u64) -> Option<(usize, usize, usize)> {
+        let group = self.groups.get(g)?;
+        let number = group.first + at as u64;
+        let left =
+            usize::try_from(end.checked_sub(number).filter(|&n| n > 0)?).unwrap_or(usize::MAX);
+        Some((g, at, group.held.len().min(at.saturating_add(left))))
+    }
+
     /// The length of item `number`, if it is held.
     #[cfg(test)]
     pub fn len_of(&self, number: u64) -> Option<usize> {
@@ -222,12 +232,9 @@ impl Held {
     /// The items `first..end` still held, as a batch (a run's consecutive items as one slice).
     pub fn batch(&self, first: u64, end: u64) -> Batch {
         let mut batch = Batch::default();
-        let Some((mut g, mut at)) = self.seek(first) else { return batch };
-        while g < self.groups.len() && self.groups[g].first + (at as u64) < end {
-            let number = self.groups[g].first + at as u64;
+        let mut next = self.seek(first);
+        while let Some((g, mut at, stop)) = next.and_then(|(g, at)| self.span(g, at, end)) {
             let group = &self.groups[g];
-            let stop =
-                group.held.len().min(at + usize::try_from(end - number).unwrap_or(usize::MAX));
             while at < stop {
                 let from = at;
                 while at < stop && group.held[at] {
@@ -253,20 +260,16 @@ impl Held {
                     at += 1;
                 }
             }
-            g += 1;
-            at = 0;
+            next = Some((g + 1, 0));
         }
         batch
     }
 
     /// Lets go of items `first..end` (those still held).
     pub fn release(&mut self, first: u64, end: u64) {
-        let Some((mut g, mut at)) = self.seek(first) else { return };
-        while g < self.groups.len() && self.groups[g].first + (at as u64) < end {
-            let number = self.groups[g].first + at as u64;
+        let mut next = self.seek(first);
+        while let Some((g, at, stop)) = next.and_then(|(g, at)| self.span(g, at, end)) {
             let group = &mut self.groups[g];
-            let stop =
-                group.held.len().min(at + usize::try_from(end - number).unwrap_or(usize::MAX));
             for i in at..stop {
                 if std::mem::replace(&mut group.held[i], false) {
                     self.bytes -= group.item_len(i);
@@ -277,8 +280,7 @@ impl Held {
                     self.live -= 1;
                 }
             }
-            g += 1;
-            at = 0;
+            next = Some((g + 1, 0));
         }
         while self.groups.front().is_some_and(|g| g.live == 0) {
             self.groups.pop_front();
