@@ -12,7 +12,7 @@ use crate::shard::ShardWriter;
 use powerpool_shared::{Format, I256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Writes `bytes` to stdout and flushes: what the commands that print one text use (`tasks`,
 /// `completions`, `man`), so a full disk is an error line and a closed pipe a quiet success,
@@ -126,7 +126,22 @@ fn pump(
 ) -> io::Result<Option<I256>> {
     let ResultReceiver { mut rx, consumed } = results;
     let mut sum = I256::ZERO;
-    while let Some(msg) = rx.blocking_recv() {
+    loop {
+        // What is buffered goes out whenever nothing else is waiting: a reader downstream sees
+        // each result as soon as this thread is idle, and the end of a run (its workers'
+        // exits) overlaps the last write instead of preceding it. A busy run still writes in
+        // large blocks, as the queue is rarely empty then.
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                out.flush()?;
+                match rx.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                }
+            }
+        };
         let Some(Released { end, outcome, .. }) = msg else {
             return Ok(Some(sum));
         };
