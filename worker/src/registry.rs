@@ -61,7 +61,13 @@ impl<F: Fn(i64) -> i128 + Send + Sync> ChunkTask for FnTask<F> {
                 out.buf.reserve(items.saturating_mul(Format::Lines.max_bytes_per_item()));
                 for x in start..end {
                     out.current = x;
-                    let text = digits.format(f(x));
+                    let y = f(x);
+                    // Most results fit 64 bits, whose formatting is several times cheaper
+                    // than the 128-bit one (a third of a `square` chunk's time).
+                    let text = match u64::try_from(y) {
+                        Ok(small) => digits.format(small),
+                        Err(_) => digits.format(y),
+                    };
                     out.buf.extend_from_slice(text.as_bytes());
                     out.buf.push(b'\n');
                 }

@@ -50,7 +50,12 @@ impl PoolConfig {
 
 /// The default worker count: the cores this process may use.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS)
+    // Asked once: the standard library reads the cgroup's CPU quota from /proc and /sys on
+    // every call, and a run asks for its pool, its process budget and its runtime.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(&MAX_WORKERS)
 }
 
 /// The program (and arguments) that becomes a worker process.
