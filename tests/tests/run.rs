@@ -375,3 +375,20 @@ fn an_unknown_flag_before_the_command_is_refused_and_dash_j_sets_the_workers() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"a\nb\n");
 }
+
+#[test]
+fn jobs_and_exec_lines_keep_the_normal_scheduling_policy() {
+    // Workers that compute in their own process run as batch jobs; the user's commands do not
+    // inherit that: field 41 of /proc/PID/stat is the policy, 0 (SCHED_OTHER) by default.
+    let policy = "cut -d' ' -f41 /proc/$$/stat";
+    let out = pp_run(&["--", "sh", "-c", policy], b"x\ny\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n0\n");
+    let exec = format!("while read -r _; do {policy}; done");
+    let out = with_stdin(
+        &mut powerpool(["map", "--workers", "2", "--shell", "--input", "-", "--exec", &exec]),
+        b"a\nb\nc\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n0\n0\n");
+}

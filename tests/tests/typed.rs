@@ -136,6 +136,12 @@ fn hog(mib: u64) -> u64 {
 }
 powerpool::task!(HOG: fn(u64) -> u64 = hog);
 
+fn policy(_: ()) -> i32 {
+    // SAFETY: sched_getscheduler reads this process's policy and touches no memory.
+    unsafe { libc::sched_getscheduler(0) }
+}
+powerpool::task!(POLICY: fn(()) -> i32 = policy);
+
 // ---- helpers ------------------------------------------------------------------------------
 
 /// A pool whose workers carry `tag` in their environment, to be found among other tests'.
@@ -190,6 +196,15 @@ fn large_inputs_among_small_ones_arrive_whole() -> Result<(), Failed> {
     let got: Vec<(usize, u64)> = pool.map(&WEIGH, inputs.clone()).collect::<Result<_, _>>()?;
     let want: Vec<(usize, u64)> = inputs.into_iter().map(weigh).collect();
     check(got == want, || format!("{got:?} against {want:?}"))
+}
+
+fn workers_run_as_batch_jobs_and_the_caller_keeps_its_policy() -> Result<(), Failed> {
+    // Workers yield to the process that feeds them (SCHED_BATCH); the caller is left alone.
+    let pool = Pool::builder().workers(2).build()?;
+    let got: Vec<i32> = pool.map(&POLICY, [(), (), ()]).collect::<Result<_, _>>()?;
+    check(got.iter().all(|&p| p == libc::SCHED_BATCH), || format!("worker policies {got:?}"))?;
+    let ours = policy(());
+    check(ours == libc::SCHED_OTHER, || format!("the caller's policy became {ours}"))
 }
 
 fn unordered_results_carry_their_place() -> Result<(), Failed> {
@@ -466,6 +481,10 @@ fn main() {
             blocking_map_from_a_plain_main_in_order,
         ),
         Trial::test("unordered_results_carry_their_place", unordered_results_carry_their_place),
+        Trial::test(
+            "workers_run_as_batch_jobs_and_the_caller_keeps_its_policy",
+            workers_run_as_batch_jobs_and_the_caller_keeps_its_policy,
+        ),
         Trial::test(
             "large_inputs_among_small_ones_arrive_whole",
             large_inputs_among_small_ones_arrive_whole,

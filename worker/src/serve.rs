@@ -34,7 +34,10 @@ pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
     }
     let served = match crate::commands::serve(&mut session, &config).await {
         Some(served) => served,
-        None => serve(session, &registry).await,
+        None => {
+            connection::yield_to_coordinator();
+            serve(session, &registry).await
+        }
     };
     match served {
         Ok(code) => code,
