@@ -14,6 +14,7 @@
 //! and is tested to agree byte for byte with the generic path.
 
 use crate::message::FromWorker;
+use crate::owning::Owning;
 use bincode::config::{self, Configuration, Fixint, LittleEndian};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -135,12 +136,23 @@ pub fn to_vec<M: Serialize>(msg: &M) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decodes one frame body into a message; the whole body must be used.
+/// Owned strings and byte buffers inside it are copied from the frame once, without bincode's
+/// zero-filled buffer ([`crate::owning`]).
 pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, CodecError> {
-    let (msg, used) = bincode::serde::decode_from_slice(body, CONFIG)?;
+    let (ViaOwning(msg), used) = bincode::serde::borrow_decode_from_slice(body, CONFIG)?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }
     Ok(msg)
+}
+
+/// A value decoded through [`Owning`].
+struct ViaOwning<M>(M);
+
+impl<'de, M: DeserializeOwned> serde::Deserialize<'de> for ViaOwning<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        M::deserialize(Owning(d)).map(ViaOwning)
+    }
 }
 
 /// A decoded worker frame. A chunk's output keeps pointing into the frame it arrived in.

@@ -362,3 +362,148 @@ proptest! {
         let _ = crate::jobs::JobOutcome::decode(&body);
     }
 }
+
+/// A user's type with owned strings and bytes at every depth serde can reach: fields, vectors,
+/// options, maps, tuples, newtypes and each kind of enum variant.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Deep {
+    name: String,
+    tags: Vec<String>,
+    note: Option<String>,
+    raw: serde_bytes::ByteBuf,
+    map: std::collections::BTreeMap<String, Vec<u8>>,
+    pair: (String, u128, char),
+    wrapped: Wrapped,
+    shapes: Vec<Shape>,
+    nested: Option<Option<Box<Deep>>>,
+    unit: Unit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Wrapped(String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Unit;
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+enum Shape {
+    Empty,
+    Named(String),
+    Pair(String, i64),
+    Labelled { label: String, bytes: serde_bytes::ByteBuf },
+}
+
+fn arb_shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::Empty),
+        ".{0,12}".prop_map(Shape::Named),
+        (".{0,12}", any::<i64>()).prop_map(|(s, n)| Shape::Pair(s, n)),
+        (".{0,12}", prop::collection::vec(any::<u8>(), 0..20)).prop_map(|(label, b)| {
+            Shape::Labelled { label, bytes: serde_bytes::ByteBuf::from(b) }
+        }),
+    ]
+}
+
+fn arb_leaf() -> impl Strategy<Value = Deep> {
+    (
+        ".{0,40}",
+        prop::collection::vec(".{0,8}", 0..5),
+        prop::option::of(".{0,8}"),
+        prop::collection::vec(any::<u8>(), 0..40),
+        prop::collection::btree_map(".{0,6}", prop::collection::vec(any::<u8>(), 0..8), 0..4),
+        (".{0,8}", any::<u128>(), any::<char>()),
+        ".{0,8}",
+        prop::collection::vec(arb_shape(), 0..4),
+    )
+        .prop_map(|(name, tags, note, raw, map, pair, wrapped, shapes)| Deep {
+            name,
+            tags,
+            note,
+            raw: serde_bytes::ByteBuf::from(raw),
+            map,
+            pair,
+            wrapped: Wrapped(wrapped),
+            shapes,
+            nested: None,
+            unit: Unit,
+        })
+}
+
+fn arb_deep() -> impl Strategy<Value = Deep> {
+    (arb_leaf(), prop::option::of(prop::option::of(arb_leaf()))).prop_map(|(mut top, inner)| {
+        top.nested = inner.map(|o| o.map(Box::new));
+        top
+    })
+}
+
+/// bincode's own decoder, without [`Owning`]: what `decode` must agree with.
+fn plain_decode<M: serde::de::DeserializeOwned>(body: &[u8]) -> Option<M> {
+    bincode::serde::decode_from_slice::<M, _>(body, CONFIG)
+        .ok()
+        .filter(|(_, used)| *used == body.len())
+        .map(|(m, _)| m)
+}
+
+proptest! {
+    #[test]
+    fn owned_strings_decode_as_bincode_decodes_them(deep in arb_deep(), cut in any::<prop::sample::Index>(), flip in any::<(prop::sample::Index, u8)>()) {
+        let body = to_vec(&deep).expect("encodes");
+        prop_assert_eq!(decode::<Deep>(&body).ok(), Some(deep.clone()));
+        // Cut short or corrupted (a length, a tag, a byte of a string made invalid UTF-8):
+        // the same value or the same refusal as bincode's own decoder.
+        let short = &body[..cut.index(body.len())];
+        prop_assert_eq!(decode::<Deep>(short).ok(), plain_decode::<Deep>(short));
+        let mut bad = body.clone();
+        let at = flip.0.index(bad.len());
+        bad[at] ^= flip.1 | 0x80;
+        prop_assert_eq!(decode::<Deep>(&bad).ok(), plain_decode::<Deep>(&bad));
+    }
+}
+
+#[test]
+fn strings_and_byte_buffers_alone_and_invalid_utf8() {
+    let s = "héllo wörld".to_owned();
+    assert_eq!(decode::<String>(&to_vec(&s).expect("encodes")).expect("decodes"), s);
+    let v: Vec<u8> = (0..=255).collect();
+    let b = serde_bytes::ByteBuf::from(v.clone());
+    let back: serde_bytes::ByteBuf = decode(&to_vec(&b).expect("encodes")).expect("decodes");
+    assert_eq!(back.into_vec(), v);
+    // A string whose bytes are not UTF-8 is refused, as bincode refuses it.
+    let mut body = 2u64.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0xc3, 0x28]);
+    assert!(decode::<String>(&body).is_err());
+    assert!(plain_decode::<String>(&body).is_none());
+    // A length past the end is refused before any allocation.
+    let mut body = (1u64 << 62).to_le_bytes().to_vec();
+    body.push(b'a');
+    assert!(decode::<String>(&body).is_err());
+}
+
+#[test]
+fn every_owned_string_and_buffer_at_any_depth_is_copied_from_a_lent_slice() {
+    let leaf = |name: &str| Deep {
+        name: name.into(),
+        tags: vec!["a".into(), "b".into()],
+        note: Some("n".into()),
+        raw: serde_bytes::ByteBuf::from(vec![1, 2]),
+        map: [("k".to_owned(), vec![3u8])].into_iter().collect(),
+        pair: ("p".into(), 7, 'x'),
+        wrapped: Wrapped("w".into()),
+        shapes: vec![
+            Shape::Empty,
+            Shape::Named("s".into()),
+            Shape::Pair("q".into(), -1),
+            Shape::Labelled { label: "l".into(), bytes: serde_bytes::ByteBuf::from(vec![4]) },
+        ],
+        nested: None,
+        unit: Unit,
+    };
+    // Per leaf: name, 2 tags, note, raw, 1 key, pair's string, wrapped, 3 shape strings and 1
+    // shape buffer: 12. The nested leaf sits under two options and a box.
+    let mut deep = leaf("top");
+    deep.nested = Some(Some(Box::new(leaf("inner"))));
+    let body = to_vec(&deep).expect("encodes");
+    crate::owning::LENT.set(0);
+    assert_eq!(decode::<Deep>(&body).expect("decodes"), deep);
+    assert_eq!(crate::owning::LENT.get(), 24);
+}

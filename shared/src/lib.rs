@@ -43,6 +43,7 @@ pub mod codec;
 pub mod env;
 pub mod jobs;
 pub mod message;
+pub(crate) mod owning;
 pub mod task;
 pub mod transport;
 pub mod version;
