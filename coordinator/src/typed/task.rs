@@ -97,13 +97,12 @@ macro_rules! task {
             #[linkme(crate = $crate::__private::linkme)]
             static ENTRY: $crate::__private::TaskEntry = $crate::__private::TaskEntry {
                 name: concat!(module_path!(), "::", stringify!($name)),
-                call: |state, input, out| {
+                call: |state, span| {
                     $crate::__private::call_plain::<$input, $output>(
                         concat!(module_path!(), "::", stringify!($name)),
                         $f,
                         state,
-                        input,
-                        out,
+                        span,
                     )
                 },
             };
@@ -119,14 +118,13 @@ macro_rules! task {
             #[linkme(crate = $crate::__private::linkme)]
             static ENTRY: $crate::__private::TaskEntry = $crate::__private::TaskEntry {
                 name: concat!(module_path!(), "::", stringify!($name)),
-                call: |state, input, out| {
+                call: |state, span| {
                     $crate::__private::call_with_state::<$state, $input, $output>(
                         concat!(module_path!(), "::", stringify!($name)),
                         $init,
                         $f,
                         state,
-                        input,
-                        out,
+                        span,
                     )
                 },
             };
