@@ -136,6 +136,11 @@ fn hog(mib: u64) -> u64 {
 }
 powerpool::task!(HOG: fn(u64) -> u64 = hog);
 
+fn invert(m: std::collections::HashMap<String, u32>) -> std::collections::HashMap<u32, String> {
+    m.into_iter().map(|(k, v)| (v, k)).collect()
+}
+powerpool::task!(INVERT: fn(std::collections::HashMap<String, u32>) -> std::collections::HashMap<u32, String> = invert);
+
 fn policy(_: ()) -> i32 {
     // SAFETY: sched_getscheduler reads this process's policy and touches no memory.
     unsafe { libc::sched_getscheduler(0) }
@@ -395,6 +400,25 @@ fn types_the_codec_cannot_carry_fail_naming_the_task() -> Result<(), Failed> {
     )
 }
 
+fn hash_maps_come_through_whatever_their_order_and_oversized_inputs_are_named() -> Result<(), Failed>
+{
+    // A HashMap lists its entries in its own hasher's order: a copy decoded elsewhere encodes
+    // them in another. Each call checks its first input, each worker its first result.
+    let pool = Pool::builder().workers(2).build()?;
+    for round in 0..20u32 {
+        let input: std::collections::HashMap<String, u32> =
+            (0..8).map(|k| (format!("k{k}-{round}"), k * 100 + round)).collect();
+        let got = pool.submit(&INVERT, input.clone()).join()?;
+        check(got == invert(input), || format!("round {round}: {got:?}"))?;
+    }
+    // The first input of a call past the 16 MiB a frame carries: named as too large.
+    let huge = vec![vec![7u8; 16 << 20]];
+    let results: Vec<Result<(usize, u64), TaskError>> = pool.map(&WEIGH, huge).collect();
+    check(matches!(&results[..], [Err(e)] if e.reason.contains("passes the 16 MiB limit")), || {
+        format!("{results:?}")
+    })
+}
+
 fn the_timeout_is_per_item_whatever_the_batch() -> Result<(), Failed> {
     let pool = Pool::builder()
         .workers(1)
@@ -481,6 +505,10 @@ fn main() {
             blocking_map_from_a_plain_main_in_order,
         ),
         Trial::test("unordered_results_carry_their_place", unordered_results_carry_their_place),
+        Trial::test(
+            "hash_maps_come_through_whatever_their_order_and_oversized_inputs_are_named",
+            hash_maps_come_through_whatever_their_order_and_oversized_inputs_are_named,
+        ),
         Trial::test(
             "workers_run_as_batch_jobs_and_the_caller_keeps_its_policy",
             workers_run_as_batch_jobs_and_the_caller_keeps_its_policy,

@@ -139,6 +139,11 @@ impl Call {
                     self.checked = true;
                     Ok(())
                 }
+                // The worker would refuse it the same way: it cannot be one frame.
+                Err(_) if item.len() - task.len() >= codec::MAX_FRAME => {
+                    self.run.pop();
+                    Err(format!("its input passes the {} MiB limit", codec::MAX_FRAME >> 20))
+                }
                 Err(why) => {
                     self.run.pop();
                     Err(format!("its input type {why}; {UNSUPPORTED}"))
