@@ -137,7 +137,7 @@ pub fn to_vec<M: Serialize>(msg: &M) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes one frame body into a message; the whole body must be used.
 /// Owned strings and byte buffers inside it are copied from the frame once, without bincode's
-/// zero-filled buffer ([`crate::owning`]).
+/// zero-filled buffer (`shared/src/owning.rs`).
 pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, CodecError> {
     let (ViaOwning(msg), used) = bincode::serde::borrow_decode_from_slice(body, CONFIG)?;
     if used != body.len() {
