@@ -57,9 +57,9 @@ pub struct ProcessPlan {
 
 /// The pool configuration of `args` around `command`, with the command line's defaults.
 pub(crate) fn pool_config(args: &PoolArgs, command: WorkerCommand, keep_going: bool) -> PoolConfig {
-    let defaults = PoolConfig::new(command);
+    let workers = args.workers.unwrap_or_else(crate::pool::default_workers);
+    let defaults = PoolConfig::with_workers(command, workers);
     PoolConfig {
-        workers: args.workers.unwrap_or(defaults.workers),
         retries: args.retries.unwrap_or(defaults.retries),
         keep_going,
         task_timeout: args.task_timeout,

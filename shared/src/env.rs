@@ -3,6 +3,9 @@
 
 /// Path of the coordinator's socket.
 pub const SOCKET: &str = "POWERPOOL_SOCKET";
+/// Instead of [`SOCKET`]: the descriptor number of a connection the worker already holds, one
+/// end of a socket pair (a worker forked by the coordinator's zygote is born connected).
+pub const CONNECTION_FD: &str = "POWERPOOL_CONNECTION_FD";
 /// The per-run secret, as lowercase hex ([`crate::TOKEN_LEN`] bytes).
 pub const TOKEN: &str = "POWERPOOL_TOKEN";
 /// The slot id the coordinator gave this worker process.

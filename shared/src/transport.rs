@@ -59,6 +59,19 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
     Stream::connect(fs_name(path)?).await
 }
 
+/// A connection from one end of a socket pair (`socketpair(2)`), made non-blocking as the
+/// runtime requires. Nothing but the holder of the other end can be at the other end: no path,
+/// no listener, so no one else can connect.
+#[cfg(unix)]
+pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Stream> {
+    let std_stream = std::os::unix::net::UnixStream::from(fd);
+    std_stream.set_nonblocking(true)?;
+    let uds = interprocess::os::unix::uds_local_socket::tokio::Stream::try_from(
+        std::os::fd::OwnedFd::from(std_stream),
+    )?;
+    Ok(Stream::from(uds))
+}
+
 /// Splits a connection into a frame reader and a frame writer.
 pub fn split(stream: Stream) -> (FrameReader<Half>, FrameWriter<Half>) {
     let stream = Arc::new(stream);

@@ -112,7 +112,10 @@ fn defect_17_15_a_temp_dir_writable_by_all_without_the_sticky_bit_is_named_and_o
 {
     let dir = TempDir::new("open-tmp");
     chmod(&dir.0, 0o777);
+    // Executed workers: a run whose workers are all forked makes no socket directory.
     let child = powerpool(["map", "slow-square", "--range", "0..2000", "--chunk-size", "10"])
+        .arg("--worker-cmd")
+        .arg(bin("powerpool-worker"))
         .env("POWERPOOL_TEST_TASKS", "1")
         .env("TMPDIR", &dir.0)
         .stdout(Stdio::piped())
@@ -157,8 +160,10 @@ fn defect_17_18_a_missing_or_too_long_temp_dir_is_named_with_the_reason() {
 
 /// Starts a run long enough to be attacked; returns it and its socket's path.
 fn attacked_run(rt: &TempDir) -> (std::process::Child, std::path::PathBuf) {
+    // Executed workers: only a run that executes one has a socket to attack.
     let child = powerpool(["map", "slow-square", "--range", "0..10000", "--workers", "2"])
-        .args(["--chunk-size", "50"])
+        .args(["--chunk-size", "50", "--worker-cmd"])
+        .arg(bin("powerpool-worker"))
         .env("POWERPOOL_TEST_TASKS", "1")
         .env("XDG_RUNTIME_DIR", &rt.0)
         .stdout(Stdio::piped())

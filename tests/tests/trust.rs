@@ -51,8 +51,11 @@ fn poke(socket: &PathBuf, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn rogue_clients_are_refused_and_the_run_stays_exact() {
     let rt = TempDir::new("rogue");
+    // Executed workers (`--worker-cmd`) connect to a socket; forked ones hold a socket pair
+    // and the run makes no socket until it executes a worker (see the test below).
     let child = powerpool(["map", "slow-square", "--range", "0..2000", "--workers", "2"])
-        .args(["--chunk-size", "10"])
+        .args(["--chunk-size", "10", "--worker-cmd"])
+        .arg(bin("powerpool-worker"))
         .env("POWERPOOL_TEST_TASKS", "1")
         .env("XDG_RUNTIME_DIR", &rt.0)
         .stdout(Stdio::piped())
@@ -100,5 +103,41 @@ fn rogue_clients_are_refused_and_the_run_stays_exact() {
     assert_eq!(out.stdout, squares_lines(0, 2000), "output changed by rogue clients");
     assert!(stderr.contains("refused a connection"), "{stderr}");
     assert!(stderr.contains("no such worker is waiting"), "{stderr}");
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
+
+#[test]
+fn forked_workers_are_born_connected_and_a_socket_is_made_only_for_an_executed_one() {
+    let rt = TempDir::new("born");
+    let child = powerpool(["map", "slow-square", "--range", "0..3000", "--workers", "2"])
+        .args(["--chunk-size", "10"])
+        .env("POWERPOOL_TEST_TASKS", "1")
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let workers = wait_for_workers(child.id(), 2);
+    // The zygote forked both: each holds its end of a socket pair, named by its descriptor,
+    // and there is no socket anyone could connect to.
+    for &worker in &workers {
+        let environ = std::fs::read(format!("/proc/{worker}/environ")).expect("environ");
+        let has = |name: &str| environ.split(|&b| b == 0).any(|v| v.starts_with(name.as_bytes()));
+        assert!(has(env::CONNECTION_FD), "worker {worker} was not born connected");
+        assert!(!has(env::SOCKET), "worker {worker} was told of a socket");
+    }
+    assert!(rt.entries().is_empty(), "a socket directory without an executed worker");
+    // A worker killed mid-run is replaced by an executed one: now the socket is made, the
+    // replacement connects to it, and the output is exact.
+    kill(workers[0], libc::SIGKILL);
+    assert!(
+        wait_for(TIMEOUT, || rt.entries().len() == 1 || !alive(child.id())),
+        "no socket directory for the replacement"
+    );
+    let out = wait_output(child, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 3000), "output changed by the replacement");
+    assert!(stderr.contains("SIGKILL"), "the death is not told: {stderr}");
     assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
 }

@@ -15,10 +15,20 @@ use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
 use powerpool_shared::{FromWorker, Hello, Input, ToWorker, Welcome, PROTOCOL_VERSION, TOKEN_LEN};
 use std::path::{Path, PathBuf};
 
+/// Where the worker's connection comes from.
+#[derive(Debug)]
+pub enum Endpoint {
+    /// The coordinator's listening socket, to connect to ([`env::SOCKET`]).
+    Socket(PathBuf),
+    /// A connection already held: this process's end of a socket pair, by its descriptor
+    /// number ([`env::CONNECTION_FD`]).
+    Connected(std::os::fd::RawFd),
+}
+
 /// What the coordinator told this worker through its environment.
 #[derive(Debug)]
 pub struct Config {
-    pub socket: PathBuf,
+    pub endpoint: Endpoint,
     pub token: [u8; TOKEN_LEN],
     pub worker_id: u64,
     pub coordinator_pid: u32,
@@ -40,7 +50,15 @@ pub enum ConfigError {
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let var = |name: &'static str| std::env::var(name).map_err(|_| ConfigError::Missing(name));
-        let socket = PathBuf::from(var(env::SOCKET)?);
+        let endpoint = match std::env::var(env::CONNECTION_FD) {
+            Ok(fd) => Endpoint::Connected(
+                fd.parse()
+                    .ok()
+                    .filter(|&fd| fd > 2)
+                    .ok_or(ConfigError::Malformed(env::CONNECTION_FD))?,
+            ),
+            Err(_) => Endpoint::Socket(PathBuf::from(var(env::SOCKET)?)),
+        };
         let token =
             from_hex::<TOKEN_LEN>(&var(env::TOKEN)?).ok_or(ConfigError::Malformed(env::TOKEN))?;
         let worker_id: u64 =
@@ -53,10 +71,17 @@ impl Config {
             .and_then(|s| s.parse().ok())
             .unwrap_or(worker_id.saturating_add(1));
         // What a task starts must not inherit the secret, nor be taken for a worker.
-        for name in [env::SOCKET, env::TOKEN, env::WORKER_ID, env::COORDINATOR_PID, env::SLOT] {
+        for name in [
+            env::SOCKET,
+            env::CONNECTION_FD,
+            env::TOKEN,
+            env::WORKER_ID,
+            env::COORDINATOR_PID,
+            env::SLOT,
+        ] {
             std::env::remove_var(name);
         }
-        Ok(Config { socket, token, worker_id, coordinator_pid, slot })
+        Ok(Config { endpoint, token, worker_id, coordinator_pid, slot })
     }
 }
 
@@ -152,17 +177,25 @@ pub struct Session {
     pub input: Input,
 }
 
-/// Connects and says `Hello`; returns the job from `Welcome`. The token goes only to the
-/// coordinator that started us: the socket's directory must be ours and private, and the
-/// listening end (SO_PEERCRED) our user's and the coordinator's pid. Otherwise a user who could
-/// swap the directory (a temp dir writable by all without the sticky bit) would receive it.
+/// Connects (or takes the connection it was born with) and says `Hello`; returns the job from
+/// `Welcome`. The token goes only to the coordinator that started us: the socket's directory
+/// must be ours and private, and the listening end (SO_PEERCRED) our user's and the
+/// coordinator's pid. Otherwise a user who could swap the directory (a temp dir writable by all
+/// without the sticky bit) would receive it. A connection inherited from the zygote needs no
+/// such check: it is one end of a socket pair whose other end only the coordinator was given.
 pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
-    check_socket_dir(&config.socket)?;
-    let stream = transport::connect(&config.socket).await.map_err(|source| ConnError::Connect {
-        path: config.socket.display().to_string(),
-        source,
-    })?;
-    check_peer(&stream, config.coordinator_pid)?;
+    let stream = match &config.endpoint {
+        Endpoint::Socket(socket) => {
+            check_socket_dir(socket)?;
+            let stream = transport::connect(socket).await.map_err(|source| ConnError::Connect {
+                path: socket.display().to_string(),
+                source,
+            })?;
+            check_peer(&stream, config.coordinator_pid)?;
+            stream
+        }
+        Endpoint::Connected(fd) => inherited(*fd)?,
+    };
     let (mut reader, mut writer) = transport::split(stream);
     let hello = FromWorker::Hello(Hello {
         version: PROTOCOL_VERSION,
@@ -177,6 +210,35 @@ pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
         ToWorker::Reject(reject) => Err(ConnError::Rejected(reject.reason)),
         other => Err(ConnError::Unexpected(format!("{other:?}"))),
     }
+}
+
+/// The connection this process was born with: descriptor `fd`, which must be a Unix stream
+/// socket (a wrong number in the variable is refused, not taken over).
+fn inherited(fd: std::os::fd::RawFd) -> Result<transport::Stream, ConnError> {
+    use std::os::fd::FromRawFd;
+    let refused = |why: String| ConnError::Connect {
+        path: format!("descriptor {fd}"),
+        source: std::io::Error::other(why),
+    };
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `kind`; a bad descriptor only fails.
+    let got = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if got != 0 || kind != libc::SOCK_STREAM {
+        return Err(refused("not a stream socket".into()));
+    }
+    // SAFETY: the descriptor is open (getsockopt succeeded) and this process's alone to own:
+    // the zygote passed it to this worker, and only `handshake` takes it, once.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    transport::from_fd(owned).map_err(|e| refused(e.to_string()))
 }
 
 /// Refuses a socket whose directory is not a directory of our own, mode 0700 (as the

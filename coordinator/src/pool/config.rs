@@ -35,8 +35,14 @@ impl PoolConfig {
     /// The command line's defaults around `command`: a worker per core, 2 retries, stop at
     /// the first failed item, no timeout, no recycling.
     pub fn new(command: WorkerCommand) -> PoolConfig {
+        PoolConfig::with_workers(command, default_workers())
+    }
+
+    /// The same defaults with `workers` workers: the core count is not read (it costs a run
+    /// that names its worker count reads of the cgroup's CPU quota).
+    pub fn with_workers(command: WorkerCommand, workers: usize) -> PoolConfig {
         PoolConfig {
-            workers: default_workers(),
+            workers,
             command,
             retries: 2,
             keep_going: false,

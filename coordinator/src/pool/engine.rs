@@ -32,6 +32,11 @@ pub const STALL_FLOOR: Duration = Duration::from_secs(2);
 const DURATIONS_KEPT: usize = 64;
 
 /// What happened.
+/// How many workers a range job starts with: one per chunk, up to the pool's size.
+pub fn first_wave(workers: usize, chunks: &Chunks) -> usize {
+    workers.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX))
+}
+
 #[derive(Debug)]
 pub enum Event {
     Spawned {
@@ -250,7 +255,7 @@ impl Engine {
     ) -> Engine {
         // The window: every worker's pipeline full, plus one more chunk each.
         let window = (config.workers * (PIPELINE_DEPTH + 1)) as u64;
-        let workers = config.workers.min(usize::try_from(chunks.count()).unwrap_or(usize::MAX));
+        let workers = first_wave(config.workers, &chunks);
         let mut engine = Engine::new(Kind::Range { chunks, format, window }, config, ordered, now);
         for _ in 0..workers {
             engine.spawn();

@@ -235,7 +235,7 @@ fn spawned_by(leader: u32, peer: Option<u32>) -> bool {
     false
 }
 
-async fn check(
+pub async fn check(
     stream: interprocess::local_socket::tokio::Stream,
     token: &[u8; TOKEN_LEN],
 ) -> Result<Authenticated, String> {

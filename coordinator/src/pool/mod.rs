@@ -19,6 +19,7 @@ mod gather;
 mod held;
 mod job;
 mod listener;
+mod listening;
 mod process;
 mod restart;
 mod runs;
@@ -31,7 +32,7 @@ pub(crate) mod zygote;
 mod zygote_wire;
 
 pub use config::{default_workers, BadCommand, PoolConfig, WorkerCommand, MAX_WORKERS};
-pub use engine::Attempt;
+pub use engine::{first_wave, Attempt};
 pub use job::{
     results, Batching, Item, Job, Outcome, Released, ResultReceiver, ResultSender, Work,
 };

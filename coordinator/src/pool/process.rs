@@ -98,7 +98,9 @@ pub fn signal_name(sig: i32) -> String {
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
     pub command: WorkerCommand,
-    pub socket: std::path::PathBuf,
+    /// The listening socket an executed worker connects to: made at the first such worker
+    /// (forked workers are born connected and need none).
+    pub socket: Option<std::path::PathBuf>,
     pub token_hex: String,
     /// Read each worker's resident memory after each unit (`max_worker_memory`).
     pub measure_memory: bool,
@@ -120,19 +122,24 @@ impl SpawnSpec {
             && std::env::current_exe().is_ok_and(|exe| exe == self.command.program)
     }
 
-    /// What a worker of this run is told through its environment, but its id and number
-    /// (`None` for a socket path that is not UTF-8, which only an executed worker is given).
-    pub fn shared_env(&self) -> Option<Vec<(&'static str, String)>> {
-        let mut vars = vec![
-            (env::SOCKET, self.socket.to_str()?.to_owned()),
-            (env::TOKEN, self.token_hex.clone()),
-            (env::COORDINATOR_PID, std::process::id().to_string()),
-        ];
-        if let Some(soft) = crate::limits::original_nofile() {
-            vars.push((env::NOFILE_SOFT, soft.to_string()));
-        }
-        Some(vars)
+    /// What a forked worker of this run is told through its environment, but its id, its
+    /// number and its connection (`zygote.rs`).
+    pub fn shared_env(&self) -> Vec<(&'static str, String)> {
+        forked_env(&self.token_hex)
     }
+}
+
+/// What every forked worker of a run whose secret is `token_hex` is told through its
+/// environment, but its id, its number and its connection (`zygote.rs`).
+pub fn forked_env(token_hex: &str) -> Vec<(&'static str, String)> {
+    let mut vars = vec![
+        (env::TOKEN, token_hex.to_owned()),
+        (env::COORDINATOR_PID, std::process::id().to_string()),
+    ];
+    if let Some(soft) = crate::limits::original_nofile() {
+        vars.push((env::NOFILE_SOFT, soft.to_string()));
+    }
+    vars
 }
 
 /// A worker process: spawned by exec, or forked by the zygote; the coordinator's child either
@@ -254,10 +261,11 @@ impl Worker {
 /// Starts one worker process for slot `worker_id`, numbered `number` among the live workers.
 pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<Worker> {
     let coordinator = std::process::id();
+    let socket = spec.socket.as_ref().ok_or_else(|| io::Error::other("no socket to connect to"))?;
     let mut cmd = Command::new(&spec.command.program);
     cmd.args(&spec.command.args)
         .envs(spec.command.env.iter().map(|(k, v)| (k, v)))
-        .env(env::SOCKET, &spec.socket)
+        .env(env::SOCKET, socket)
         .env(env::TOKEN, &spec.token_hex)
         .env(env::WORKER_ID, worker_id.to_string())
         .env(env::SLOT, number.to_string())

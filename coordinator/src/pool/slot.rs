@@ -6,14 +6,15 @@
 
 use super::engine::{Dispatch, Event};
 use super::held::{Batch, Segment};
-use super::listener::{Authenticated, Registration, HANDSHAKE_TIMEOUT};
+use super::listener::{self, Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec, Worker};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
-use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE};
+use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,35 +51,51 @@ pub enum SlotCmd {
     Kill,
 }
 
-/// Starts a slot task: spawns the worker process (unless the zygote `forked` it already) and
-/// serves it. Its connection arrives on `conn` from the listener; its events go to `events`,
-/// tagged with nothing but their own id.
+/// How a slot's connection comes: from the listener, which checked it, or from the worker's
+/// own socket pair, checked here.
+type Connecting = Pin<Box<dyn Future<Output = Result<Authenticated, String>> + Send>>;
+
+/// Starts a slot task: spawns the worker process (unless the zygote `forked` it already, with
+/// the coordinator's end of its connection) and serves it. An executed worker's connection
+/// arrives from the listener; a forked one's handshake is checked against `token` here. Its
+/// events go to `events`, tagged with nothing but their own id.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     id: u64,
     number: u64,
-    forked: Option<Worker>,
+    forked: Option<(Worker, OwnedFd)>,
+    token: [u8; TOKEN_LEN],
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
     listener: mpsc::UnboundedSender<Registration>,
     events: mpsc::UnboundedSender<Event>,
 ) -> mpsc::UnboundedSender<SlotCmd> {
     let (cmd, cmds) = mpsc::unbounded_channel();
-    let register = move |worker: Worker| {
+    let register = move |worker: Worker| -> (Worker, Connecting) {
         let (conn_tx, conn) = oneshot::channel();
         let pid = worker.id().unwrap_or(0);
         let _ = listener.send(Registration { worker_id: id, pid, conn: conn_tx });
-        (worker, conn)
+        (worker, Box::pin(async move { conn.await.map_err(|_| "the listener stopped".into()) }))
     };
-    // A forked worker is running already and connects within microseconds: it is registered
-    // here, in the order of the ids, as the listener expects.
-    let forked = forked.map(&register);
+    let forked = forked.map(|(worker, conn)| -> (Worker, Connecting) {
+        let check = async move {
+            let stream = transport::from_fd(conn).map_err(|e| format!("its connection: {e}"))?;
+            let checked = listener::check(stream, &token).await?;
+            if checked.worker_id == id {
+                Ok(checked)
+            } else {
+                Err(format!("it said hello as worker {}, not {id}", checked.worker_id))
+            }
+        };
+        (worker, Box::pin(check))
+    });
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
         let measure_memory = spec.measure_memory;
         let mut slot =
             Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory };
         let started = match forked {
-            Some(registered) => Ok(registered),
+            Some(connecting) => Ok(connecting),
             None => process::spawn(&spec, id, number).map(register),
         };
         let exit = match started {
@@ -107,12 +124,7 @@ struct Slot {
 }
 
 impl Slot {
-    async fn run(
-        &mut self,
-        child: &mut Worker,
-        welcome: Welcome,
-        conn: oneshot::Receiver<Authenticated>,
-    ) -> Exit {
+    async fn run(&mut self, child: &mut Worker, welcome: Welcome, conn: Connecting) -> Exit {
         if let Some(pid) = child.id() {
             let _ = self.events.send(Event::Spawned { id: self.id, pid });
         }
@@ -130,12 +142,12 @@ impl Slot {
     }
 
     /// Phase 1: waits for this worker's authenticated connection (the listener checked that it
-    /// comes from the process this slot started). `Err(Some(exit))`: the worker exited;
-    /// `Err(None)`: it is to be killed and reaped.
+    /// comes from the process this slot started, or it is the worker's own socket pair).
+    /// `Err(Some(exit))`: the worker exited; `Err(None)`: it is to be killed and reaped.
     async fn connect(
         &mut self,
         child: &mut Worker,
-        mut conn: oneshot::Receiver<Authenticated>,
+        mut conn: Connecting,
     ) -> Result<Box<Authenticated>, Option<Exit>> {
         let deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
         tokio::pin!(deadline);
@@ -144,8 +156,8 @@ impl Slot {
                 auth = &mut conn => {
                     return match auth {
                         Ok(auth) => Ok(Box::new(auth)),
-                        Err(_) => {
-                            self.note = Some("the listener stopped".into());
+                        Err(why) => {
+                            self.note = Some(format!("handshake failed: {why}"));
                             Err(None)
                         }
                     };

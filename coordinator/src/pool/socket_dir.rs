@@ -14,6 +14,14 @@ const MAX_SOCKET_PATH: usize = 107;
 #[cfg(not(target_os = "linux"))]
 const MAX_SOCKET_PATH: usize = 103;
 
+/// The directory a socket directory is made in, and the variable it came from.
+#[derive(Debug)]
+pub struct Base {
+    dir: PathBuf,
+    from: &'static str,
+    meta: std::fs::Metadata,
+}
+
 /// A fresh directory, mode 0700, holding the run's socket; removed with everything in it on
 /// drop.
 #[derive(Debug)]
@@ -22,12 +30,12 @@ pub struct SocketDir {
 }
 
 impl SocketDir {
-    /// Creates `powerpool-<pid>-<random>` under `$XDG_RUNTIME_DIR` when set, else the temp dir
+    /// Where a socket directory would be made: `$XDG_RUNTIME_DIR` when set, else the temp dir
     /// (a random name that a rerun never meets). Refuses a base directory that is missing or so
-    /// long that the socket's path would not fit, warns about one writable by all without the
-    /// sticky bit, and checks that the directory made is ours, mode 0700, and not a link. Each
-    /// message names the path and the variable it came from.
-    pub fn create() -> io::Result<SocketDir> {
+    /// long that the socket's path would not fit. Makes nothing: a run checks this first, so a
+    /// bad base fails the run at once, even if its workers are forked and connected without a
+    /// socket, and the directory is made only when a worker is executed.
+    pub fn base() -> io::Result<Base> {
         let (base, from) = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
             Some(dir) if dir.is_dir() => (dir, "XDG_RUNTIME_DIR"),
             _ if std::env::var_os("TMPDIR").is_some() => (std::env::temp_dir(), "TMPDIR"),
@@ -47,7 +55,6 @@ impl SocketDir {
                 named("is not a directory".into()),
             ));
         }
-        warn_if_open_to_all(&meta, &named);
         let prefix = format!("powerpool-{}-", std::process::id());
         let socket = base.join(format!("{prefix}{}", "x".repeat(RANDOM_LEN))).join(SOCKET_NAME);
         let length = socket.as_os_str().len();
@@ -61,6 +68,17 @@ impl SocketDir {
                 ),
             ));
         }
+        Ok(Base { dir: base, from, meta })
+    }
+
+    /// Creates `powerpool-<pid>-<random>` under [`SocketDir::base`], warns about a base
+    /// writable by all without the sticky bit, and checks that the directory made is ours, mode
+    /// 0700, and not a link. Each message names the path and the variable it came from.
+    pub fn create() -> io::Result<SocketDir> {
+        let Base { dir: base, from, meta } = SocketDir::base()?;
+        let named = |why: String| format!("'{}' ({from}) {why}", base.display());
+        warn_if_open_to_all(&meta, &named);
+        let prefix = format!("powerpool-{}-", std::process::id());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).rand_bytes(RANDOM_LEN);
         #[cfg(unix)]

@@ -6,14 +6,16 @@
 use super::engine::{Action, Engine, Event};
 use super::job::{Job, ResultSender, Work};
 use super::listener::{self, SocketDir};
+use super::listening::Listening;
 use super::process::{Forked, SpawnSpec, Worker};
 use super::slot::{self, SlotCmd};
 use super::zygote::{self, Zygote};
 use super::{Observers, PoolError, Stats, Stop};
 use crate::signal::Interrupt;
 use powerpool_shared::env::to_hex;
-use powerpool_shared::{transport, Input, Welcome};
+use powerpool_shared::{Input, Welcome, TOKEN_LEN};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,27 +28,31 @@ pub async fn run(
     interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
     observers: &mut Observers,
 ) -> (Stats, Result<(), Stop>) {
-    let setup = (|| {
-        let dir = SocketDir::create()?;
-        let socket = dir.socket_path();
-        let listener = transport::bind(&socket)?;
-        let token = listener::new_token()?;
-        Ok((dir, socket, listener, token))
-    })();
-    let (dir, socket, listener, token) = match setup {
-        Ok(parts) => parts,
+    // The socket is made at the first executed worker; forked workers are born connected
+    // (`zygote.rs`). Its base directory is checked now, so that a bad one fails every run
+    // alike, at once.
+    // A first wave asked for early (`zygote::ask_early`) was given its secret then.
+    let early = zygote::take_early();
+    let token = match SocketDir::base() {
+        Ok(_) => match early.as_ref() {
+            Some((_, token)) => Ok(*token),
+            None => listener::new_token(),
+        },
+        Err(err) => Err(err),
+    };
+    let token = match token {
+        Ok(token) => token,
         Err(err) => return (Stats::default(), Err(Stop::Fatal(PoolError::Socket(err)))),
     };
     let (register_tx, register_rx) = mpsc::unbounded_channel();
     let (refusals_tx, mut refusals) = mpsc::unbounded_channel();
     let workers = job.config.workers as u64;
-    let accept =
-        tokio::spawn(listener::accept_loop(listener, token, workers, register_rx, refusals_tx));
+    let listening = Listening::NotYet { token, workers, register_rx, refusals_tx };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let Job { task, work, config, ordered } = job;
     let spec = SpawnSpec {
         command: config.command.clone(),
-        socket,
+        socket: None,
         token_hex: to_hex(&token),
         measure_memory: config.max_worker_memory.is_some(),
     };
@@ -75,11 +81,18 @@ pub async fn run(
             (engine, input, Some(Source::One(source)))
         }
     };
-    let zygote = if spec.is_own_worker() { zygote::take() } else { None };
+    // Workers asked for early that this run cannot use (it executes its own) are ended here.
+    let first = match (spec.is_own_worker(), early) {
+        (true, Some((asked, _))) => Some(First::Asked(asked)),
+        (true, None) => zygote::take().map(First::Zygote),
+        (false, _) => None,
+    };
     let mut shell = Shell {
         engine,
-        zygote,
+        first,
         spec: Arc::new(spec),
+        token,
+        listening,
         welcome: Welcome { task, input },
         register_tx,
         events_tx,
@@ -91,16 +104,26 @@ pub async fn run(
         .main_loop(results, &mut refusals, &mut events, interrupts, &mut source, observers)
         .await;
     shell.stop_all(result.is_err(), &mut events, results, observers).await;
-    accept.abort();
-    drop(dir);
+    shell.listening.close();
     (shell.engine.into_stats(), result)
+}
+
+/// Where the first wave of workers comes from.
+enum First {
+    /// The zygote, to be asked when the engine spawns them.
+    Zygote(Zygote),
+    /// The zygote, asked before the run started (`zygote::ask_early`).
+    Asked(zygote::Asked),
 }
 
 struct Shell {
     engine: Engine,
     /// Forks the first workers, if this process has one (`zygote.rs`).
-    zygote: Option<Zygote>,
+    first: Option<First>,
     spec: Arc<SpawnSpec>,
+    /// The run's secret, which every worker's hello must carry.
+    token: [u8; TOKEN_LEN],
+    listening: Listening,
     welcome: Welcome,
     register_tx: mpsc::UnboundedSender<listener::Registration>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -122,6 +145,11 @@ impl SlotNumbers {
         let number = (1..).find(|n| !self.taken.values().any(|t| t == n)).expect("unbounded");
         self.taken.insert(id, number);
         number
+    }
+
+    /// Gives `id` the number its worker was forked with.
+    fn set(&mut self, id: u64, number: u64) {
+        self.taken.insert(id, number);
     }
 
     fn free(&mut self, id: u64) {
@@ -187,8 +215,9 @@ impl Shell {
 
     /// The first workers of the run, by their ids: their numbers, and each one the zygote
     /// forked (a worker it could not fork is spawned as any other). Empty once the zygote is
-    /// used, or where there is none.
-    fn fork_wave(&mut self, actions: &[Action]) -> HashMap<u64, (u64, Option<Worker>)> {
+    /// used, or where there is none. Workers asked for early that the engine does not spawn
+    /// are ended.
+    fn fork_wave(&mut self, actions: &[Action]) -> HashMap<u64, (u64, Option<(Worker, OwnedFd)>)> {
         let ids: Vec<u64> = actions
             .iter()
             .filter_map(|a| if let Action::Spawn { id } = a { Some(*id) } else { None })
@@ -197,13 +226,27 @@ impl Shell {
         if ids.is_empty() {
             return wave;
         }
-        let Some(zygote) = self.zygote.take() else { return wave };
-        let Some(vars) = self.spec.shared_env() else { return wave };
-        let workers: Vec<(u64, u64)> = ids.iter().map(|&id| (id, self.numbers.take(id))).collect();
-        let pids = zygote.fork_workers(&vars, &workers);
-        for (i, &(id, number)) in workers.iter().enumerate() {
-            let forked = match pids.get(i) {
-                Some(Ok(pid)) => Some(Worker::Forked(Forked::new(*pid))),
+        let asked = match self.first.take() {
+            None => return wave,
+            Some(First::Asked(asked)) => asked,
+            Some(First::Zygote(zygote)) => {
+                let workers = ids.iter().map(|&id| (id, self.numbers.take(id))).collect();
+                zygote.ask(&self.spec.shared_env(), workers)
+            }
+        };
+        let asked_for = asked.workers.clone();
+        let mut answers = asked.answers().into_iter();
+        for (id, number) in asked_for {
+            let answer = answers.next();
+            if !ids.contains(&id) {
+                if let Some(Ok((pid, _))) = answer {
+                    zygote::end(pid as libc::pid_t);
+                }
+                continue;
+            }
+            self.numbers.set(id, number);
+            let forked = match answer {
+                Some(Ok((pid, conn))) => Some((Worker::Forked(Forked::new(pid)), conn)),
                 Some(Err(err)) => {
                     tracing::debug!(id, "the zygote could not fork a worker: {err}");
                     None
@@ -219,6 +262,7 @@ impl Shell {
     fn execute(&mut self, results: &ResultSender, observers: &mut Observers) -> Result<(), Stop> {
         let actions = self.engine.take_actions();
         let mut wave = self.fork_wave(&actions);
+        let mut failed = None;
         for action in actions {
             match action {
                 Action::Spawn { id } => {
@@ -226,10 +270,19 @@ impl Shell {
                         Some(started) => started,
                         None => (self.numbers.take(id), None),
                     };
+                    if forked.is_none() {
+                        if let Err(stop) = self.listen() {
+                            // The other actions still run: a result released with this
+                            // spawn is not lost.
+                            failed.get_or_insert(stop);
+                            continue;
+                        }
+                    }
                     let cmd = slot::start(
                         id,
                         number,
                         forked,
+                        self.token,
                         Arc::clone(&self.spec),
                         self.welcome.clone(),
                         self.register_tx.clone(),
@@ -280,7 +333,21 @@ impl Shell {
                 bar.set_message(format!("{restarts} restart(s)"));
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Opens the socket an executed worker connects to, if it is not open yet: the spec that
+    /// slots are given from now on names it.
+    fn listen(&mut self) -> Result<(), Stop> {
+        match self.listening.open() {
+            Ok(Some(socket)) => {
+                let spec = SpawnSpec { socket: Some(socket), ..(*self.spec).clone() };
+                self.spec = Arc::new(spec);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) => Err(Stop::Fatal(PoolError::Socket(err))),
+        }
     }
 
     fn tell(&self, id: u64, cmd: SlotCmd) {

@@ -5,13 +5,17 @@
 //! coordinator still has one thread, before clap has parsed the command line (so its heap is
 //! small: each child copies the zygote's page tables and faults in every page it writes),
 //! forks one process, the *zygote*, that sets up once what every worker would (logging, the
-//! task table) and waits on a socket pair. When the pool has its socket and secret, it asks
-//! the zygote for its first wave of workers in one request; the zygote forks all but the last
-//! of them and then *becomes* the last one. Each worker then runs the same entry as an
-//! executed one (`powerpool_worker::run`), so it reads the same variables and arms the same
-//! parent-death signal; only the exec is gone. Workers started later (replacements, recycling,
-//! a second run) are executed as before, and so is every `--worker-cmd` and the typed library,
-//! whose caller may already have threads.
+//! task table) and waits on a socket pair. The run asks it for its first wave of workers in
+//! one request, with the run's secret (`map --range` as soon as its command line is checked:
+//! [`ask_early`]); the zygote forks all but the last of them and then *becomes* the last one.
+//! Each worker is born connected: the zygote makes a socket pair for it, the child keeps one
+//! end (named by `POWERPOOL_CONNECTION_FD`) and the coordinator is sent the other with the
+//! child's pid (`SCM_RIGHTS`), so no socket path or listener is needed for these workers.
+//! Each then runs the same entry as an executed one (`powerpool_worker::run`), so it reads the
+//! same variables, arms the same parent-death signal and says the same hello; only the exec
+//! and the connect are gone. Workers started later (replacements, recycling, a second run) are
+//! executed as before, and so is every `--worker-cmd` and the typed library, whose caller may
+//! already have threads: they connect to the socket the run makes at the first of them.
 //!
 //! # Caveats
 //!
@@ -27,10 +31,10 @@
 //!   coordinator killed at any moment leaves no zygote behind.
 
 use super::shown::Shown;
-use super::zygote_wire::{decode, encode, peek_len, recv, send, timeout};
-use powerpool_shared::env;
+use super::zygote_wire::{decode, encode, peek_len, recv, recv_fd, send, send_fd, timeout};
+use powerpool_shared::{env, TOKEN_LEN};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 /// The largest request: the variables of a run and each worker's id and slot number.
@@ -88,9 +92,11 @@ pub fn take() -> Option<Zygote> {
     ZYGOTE.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-/// Ends a zygote no run took (an empty range, a run that failed before its workers).
+/// Ends a zygote no run took (an empty range, a run that failed before its workers), and any
+/// workers it forked for a run that never came.
 pub fn dismiss() {
     drop(take());
+    drop(take_early());
 }
 
 impl Drop for Zygote {
@@ -106,42 +112,104 @@ impl Drop for Zygote {
 }
 
 impl Zygote {
-    /// Forks the workers `(id, number)` with the variables `vars`; returns each one's pid, in
-    /// order, or why it was not forked. Workers it gives no answer for were not forked.
-    pub fn fork_workers(
-        mut self,
-        vars: &[(&str, String)],
-        workers: &[(u64, u64)],
-    ) -> Vec<io::Result<u32>> {
-        let request = encode(vars, workers);
-        let mut pids = Vec::with_capacity(workers.len());
-        let sent = timeout(&self.socket).and_then(|()| send(&self.socket, &request));
-        if sent.is_ok() {
-            while pids.len() < workers.len() {
-                let mut answer = [0u8; 4];
-                match recv(&self.socket, &mut answer) {
-                    Ok(4) => {}
-                    _ => break,
+    /// Asks for the workers `(id, number)` with the variables `vars`: the zygote forks them
+    /// while the caller goes on; [`Asked::answers`] collects what it did.
+    pub fn ask(self, vars: &[(&str, String)], workers: Vec<(u64, u64)>) -> Asked {
+        let request = encode(vars, &workers);
+        let sent = timeout(&self.socket).and_then(|()| send(&self.socket, &request)).is_ok();
+        Asked { zygote: Some(self), workers, sent }
+    }
+}
+
+/// A zygote that was asked for workers, until its answers are read.
+#[derive(Debug)]
+pub struct Asked {
+    zygote: Option<Zygote>,
+    /// The workers asked for, `(id, number)`, in order.
+    pub workers: Vec<(u64, u64)>,
+    sent: bool,
+}
+
+impl Asked {
+    /// Each worker's pid and the coordinator's end of its connection (a socket pair: no path,
+    /// no listener), in the order asked, or why it was not forked. Workers it gives no answer
+    /// for were not forked.
+    pub fn answers(mut self) -> Vec<io::Result<(u32, OwnedFd)>> {
+        let Some(mut zygote) = self.zygote.take() else { return Vec::new() };
+        let mut forked = Vec::with_capacity(self.workers.len());
+        while self.sent && forked.len() < self.workers.len() {
+            let mut answer = [0u8; 4];
+            let conn = match recv_fd(&zygote.socket, &mut answer) {
+                Ok((4, conn)) => conn,
+                _ => break,
+            };
+            forked.push(match (i32::from_le_bytes(answer), conn) {
+                (pid, Some(conn)) if pid > 0 => Ok((pid as u32, conn)),
+                (pid, None) if pid > 0 => {
+                    // A worker without its connection is no use: ended and reaped here.
+                    end(pid);
+                    Err(io::Error::other("the zygote sent no connection for a worker"))
                 }
-                pids.push(match i32::from_le_bytes(answer) {
-                    pid if pid > 0 => Ok(pid as u32),
-                    errno => Err(io::Error::from_raw_os_error(-errno)),
-                });
-            }
+                (errno, _) => Err(io::Error::from_raw_os_error(-errno)),
+            });
         }
-        if pids.len() == workers.len() {
+        if forked.len() == self.workers.len() && forked.last().is_some_and(|last| last.is_ok()) {
             // The zygote is the last worker now: its slot reaps it.
-            self.pid = 0;
+            zygote.pid = 0;
         }
         // Otherwise it died or stalled before it became the last worker: dropping it ends it.
-        for pid in pids.iter().flatten() {
+        for (pid, _) in forked.iter().flatten() {
             // The worker makes itself a group leader too; doing it here as well means no
             // signal to its group can miss it, whichever of the two runs first.
             // SAFETY: setpgid touches no memory; the pid is our child, which has not exec'd.
             unsafe { libc::setpgid(*pid as libc::pid_t, *pid as libc::pid_t) };
         }
-        pids
+        forked
     }
+}
+
+impl Drop for Asked {
+    /// Workers asked for that no run took are ended and reaped.
+    fn drop(&mut self) {
+        if self.zygote.is_some() {
+            let workers = std::mem::take(&mut self.workers);
+            let answers = Asked { zygote: self.zygote.take(), workers, sent: self.sent }.answers();
+            for (pid, _) in answers.into_iter().flatten() {
+                end(pid as libc::pid_t);
+            }
+        }
+    }
+}
+
+/// The zygote's first wave, asked for before the pool was set up (`ask_early`), and the
+/// run's secret it was given.
+static EARLY: Mutex<Option<(Asked, [u8; TOKEN_LEN])>> = Mutex::new(None);
+
+/// Asks the zygote, if this process has one, for the first `count` workers of the next run
+/// now, so that they are forked while the caller sets up its runtime and its output: ids 0 to
+/// `count - 1`, numbers 1 to `count`, as a pool's first wave is. The run takes them with
+/// [`take_early`]; any it does not spawn are ended.
+pub fn ask_early(count: usize) {
+    if count == 0 {
+        return;
+    }
+    let Some(zygote) = take() else { return };
+    let Ok(token) = super::listener::new_token() else { return };
+    let vars = super::process::forked_env(&powerpool_shared::env::to_hex(&token));
+    let workers = (0..count as u64).map(|i| (i, i + 1)).collect();
+    *EARLY.lock().unwrap_or_else(|e| e.into_inner()) = Some((zygote.ask(&vars, workers), token));
+}
+
+/// The first wave asked for early, and its secret, for the run that spawns it.
+pub fn take_early() -> Option<(Asked, [u8; TOKEN_LEN])> {
+    EARLY.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Ends and reaps `pid`, our child.
+pub(super) fn end(pid: libc::pid_t) {
+    // SAFETY: kill touches no memory; the pid is our unreaped child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
 }
 
 /// The zygote's life: one request, a fork for each worker but the last, then the last worker.
@@ -159,6 +227,7 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
     // once, here, before the request comes: the forked workers inherit it.
     powerpool_worker::diag::init_worker_logging();
     let registry = powerpool_worker::Registry::builtin();
+    let shown = Shown::read();
     let Ok(len) = peek_len(&socket) else { exit(0) };
     // Exactly the request's size: a larger buffer would be zeroed, page by page, for nothing.
     let mut buf = vec![0u8; len.min(MAX_REQUEST)];
@@ -170,11 +239,22 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         std::env::set_var(key, value);
     }
     let Some((&last, first)) = workers.split_last() else { exit(0) };
-    let shown = Shown::read();
     for &(id, number) in first {
+        // Each worker's connection is a socket pair: the child keeps one end, the coordinator
+        // is sent the other with the child's pid.
+        let (ours, its) = match connection_pair() {
+            Ok(pair) => pair,
+            Err(err) => {
+                let errno = -err.raw_os_error().unwrap_or(libc::EMFILE);
+                if send(&socket, &errno.to_le_bytes()).is_err() {
+                    exit(0);
+                }
+                continue;
+            }
+        };
         // The child is born with its own variables, and shows them (`Shown`) from its first
         // moment: whoever lists the coordinator's children finds a worker's environment.
-        set_ids(id, number, shown.as_ref());
+        set_ids(id, number, its.as_raw_fd(), shown.as_ref());
         // SAFETY: a fork (no new stack: the child runs on a copy of this one) whose parent is
         // the coordinator; see the module's caveats on glibc. The child never returns here.
         let pid = unsafe {
@@ -182,38 +262,70 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         };
         if pid == 0 {
             drop(socket);
-            worker(registry);
+            drop(ours);
+            worker(registry, its);
         }
-        let answer = if pid > 0 {
-            pid as i32
+        // Neither end stays here: a later sibling must not inherit them.
+        drop(its);
+        let answered = if pid > 0 {
+            send_fd(&socket, &(pid as i32).to_le_bytes(), ours.as_raw_fd())
         } else {
-            -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN)
+            let errno = -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN);
+            send(&socket, &errno.to_le_bytes())
         };
-        if send(&socket, &answer.to_le_bytes()).is_err() {
+        drop(ours);
+        if answered.is_err() {
             exit(0);
         }
     }
-    set_ids(last.0, last.1, shown.as_ref());
+    let Ok((ours, its)) = connection_pair() else { exit(0) };
+    set_ids(last.0, last.1, its.as_raw_fd(), shown.as_ref());
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    if send(&socket, &me.to_le_bytes()).is_err() {
+    if send_fd(&socket, &me.to_le_bytes(), ours.as_raw_fd()).is_err() {
         exit(0);
     }
+    drop(ours);
     drop(socket);
-    worker(registry)
+    worker(registry, its)
 }
 
-/// Gives this process (and a child forked next) worker `id`'s variables, on show too.
-fn set_ids(id: u64, number: u64, shown: Option<&Shown>) {
+/// A connected pair of stream sockets, non-blocking (as the runtimes on both sides want them)
+/// and closed on exec (a task's command inherits neither end): the coordinator's end first.
+fn connection_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into the array we pass.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and are owned here alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Gives this process (and a child forked next) worker `id`'s variables, on show too: its
+/// id, its number and the descriptor of its connection.
+fn set_ids(id: u64, number: u64, conn: RawFd, shown: Option<&Shown>) {
     std::env::set_var(env::WORKER_ID, id.to_string());
     std::env::set_var(env::SLOT, number.to_string());
+    std::env::set_var(env::CONNECTION_FD, conn.to_string());
     if let Some(shown) = shown {
         shown.show();
     }
 }
 
 /// Runs the worker whose variables are set, as an executed worker would run, and exits.
-fn worker(registry: powerpool_worker::Registry) -> ! {
+/// `conn` is its connection, named in its variables; it is the worker's to close now.
+fn worker(registry: powerpool_worker::Registry, conn: OwnedFd) -> ! {
+    // The worker takes the descriptor by its number (`CONNECTION_FD`).
+    let _ = conn.into_raw_fd();
     // SAFETY: setpgid on this process only.
     unsafe { libc::setpgid(0, 0) };
     exit(powerpool_worker::run(registry))

@@ -1,9 +1,10 @@
 //! The zygote's socket pair (`zygote.rs`): one request from the coordinator (the run's
 //! variables and each worker's id and number), one answer per worker (its pid, or why it could
-//! not be forked). A `SOCK_SEQPACKET` pair keeps each message whole.
+//! not be forked; with the pid, the coordinator's end of the worker's connection, passed as
+//! `SCM_RIGHTS`). A `SOCK_SEQPACKET` pair keeps each message whole.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// How long the coordinator waits for the zygote's answer before it executes the workers.
 const ANSWER_TIMEOUT_S: libc::time_t = 5;
@@ -36,6 +37,86 @@ pub(super) fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `bytes` with the descriptor `fd` attached (`SCM_RIGHTS`): the receiver gets its own
+/// copy; the sender still has to close its one.
+pub(super) fn send_fd(socket: &OwnedFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
+    let mut iov =
+        libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call, and
+    // the control buffer has room for one header and one descriptor (CMSG_SPACE).
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
+        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent == bytes.len() as isize {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Receives one message into `buf`, and the descriptor attached to it if any (close-on-exec).
+pub(super) fn recv_fd(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    loop {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: a zeroed msghdr is valid; recvmsg writes at most `buf.len()` bytes into
+        // `buf` and at most `space` into `control`, both alive for the call.
+        let (got, msg) = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let got = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            (got, msg)
+        };
+        match got {
+            n if n > 0 => {
+                let mut fd = None;
+                // SAFETY: the kernel filled `control` and set msg_controllen; CMSG_FIRSTHDR
+                // and CMSG_NXTHDR stay within it, and an SCM_RIGHTS header's data is
+                // descriptors that are now ours.
+                unsafe {
+                    let mut header = libc::CMSG_FIRSTHDR(&msg);
+                    while !header.is_null() {
+                        if (*header).cmsg_level == libc::SOL_SOCKET
+                            && (*header).cmsg_type == libc::SCM_RIGHTS
+                        {
+                            let raw =
+                                std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>());
+                            let owned = OwnedFd::from_raw_fd(raw);
+                            // One descriptor is expected; any other is closed on drop.
+                            if fd.is_none() {
+                                fd = Some(owned);
+                            }
+                        }
+                        header = libc::CMSG_NXTHDR(&msg, header);
+                    }
+                }
+                return Ok((n as usize, fd));
+            }
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
     }
 }
 
@@ -129,6 +210,36 @@ mod tests {
         let (v, w) = decode(&encode(&[], &[(3, 1)])).expect("decodes without variables");
         assert!(v.is_empty());
         assert_eq!(w, [(3, 1)]);
+    }
+
+    #[test]
+    fn a_descriptor_travels_with_its_answer() {
+        let pair = |kind| {
+            let mut fds = [0 as RawFd; 2];
+            // SAFETY: socketpair writes two descriptors into the array we pass.
+            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) }, 0);
+            // SAFETY: both were just made and are owned here alone.
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        };
+        let (zygote, coordinator) = pair(libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC);
+        let (ours, theirs) = pair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+        send_fd(&zygote, &42i32.to_le_bytes(), ours.as_raw_fd()).expect("sends");
+        drop(ours);
+        let mut answer = [0u8; 4];
+        let (n, fd) = recv_fd(&coordinator, &mut answer).expect("receives");
+        assert_eq!((n, i32::from_le_bytes(answer)), (4, 42));
+        // The descriptor received is the other end of `theirs`: bytes cross.
+        let mut received = std::os::unix::net::UnixStream::from(fd.expect("a descriptor"));
+        let mut theirs = std::os::unix::net::UnixStream::from(theirs);
+        use std::io::{Read, Write};
+        theirs.write_all(b"ping").expect("writes");
+        let mut got = [0u8; 4];
+        received.read_exact(&mut got).expect("reads");
+        assert_eq!(&got, b"ping");
+        // An answer without a descriptor comes without one.
+        send(&zygote, &7i32.to_le_bytes()).expect("sends");
+        let (_, fd) = recv_fd(&coordinator, &mut answer).expect("receives");
+        assert!(fd.is_none());
     }
 
     #[test]
