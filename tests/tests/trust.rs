@@ -141,3 +141,16 @@ fn forked_workers_are_born_connected_and_a_socket_is_made_only_for_an_executed_o
     assert!(stderr.contains("SIGKILL"), "the death is not told: {stderr}");
     assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
 }
+
+#[test]
+fn an_executed_worker_connects_to_the_socket_whatever_connection_fd_the_caller_had() {
+    // A caller's environment naming a connection descriptor (say, a script started from a
+    // forked worker's task) must not make an executed worker take that descriptor.
+    let out =
+        run(powerpool(["map", "square", "--range", "0..100", "--workers", "2", "--worker-cmd"])
+            .arg(bin("powerpool-worker"))
+            .env(env::CONNECTION_FD, "9"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 100));
+}

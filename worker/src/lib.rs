@@ -3,7 +3,9 @@
 //! # Theory of operation
 //!
 //! A worker is started by the coordinator, never by hand. It reads where and how to connect from
-//! its environment ([`powerpool_shared::env`]), arms the parent-death signal, connects, says
+//! its environment ([`powerpool_shared::env`]: a socket's path, or, for a worker the
+//! coordinator's zygote forked, the descriptor of the connection it was born with), arms the
+//! parent-death signal, connects, says
 //! `Hello` and learns its job (a task and an output format) from `Welcome`. It then answers each
 //! `Run` chunk with the chunk's whole output in one frame, in the order the chunks arrived, until
 //! `Shutdown` or end of file. A task that panics fails that chunk only: the panic message goes

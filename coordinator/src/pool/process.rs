@@ -266,6 +266,9 @@ pub fn spawn(spec: &SpawnSpec, worker_id: u64, number: u64) -> std::io::Result<W
     cmd.args(&spec.command.args)
         .envs(spec.command.env.iter().map(|(k, v)| (k, v)))
         .env(env::SOCKET, socket)
+        // Only a forked worker is born connected: a value inherited from our own environment
+        // would name a descriptor that is not this worker's connection.
+        .env_remove(env::CONNECTION_FD)
         .env(env::TOKEN, &spec.token_hex)
         .env(env::WORKER_ID, worker_id.to_string())
         .env(env::SLOT, number.to_string())
