@@ -132,3 +132,69 @@ fn defect_17_14_the_soft_file_limit_is_raised_for_the_coordinator_and_restored_f
     assert_eq!(coordinator, Some((4096, 4096)), "the coordinator raised its soft limit");
     assert!(restored, "the workers run with the user's soft limit: {seen:?}");
 }
+
+#[test]
+fn jobs_run_with_the_users_soft_file_limit_though_the_zygote_raised_its_own() {
+    // The zygote raises its soft limit (descriptors in flight to the coordinator count against
+    // it); the workers it forks, and the jobs they start, must see the user's.
+    let mut cmd = powerpool(["run", "--", "sh", "-c", "ulimit -Sn", ":::", "a", "b", "c"]);
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 128, 4096);
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "128\n128\n128\n", "{stderr}");
+}
+
+#[test]
+fn many_forked_workers_under_a_low_soft_file_limit_are_all_born_connected() {
+    // Each connection the zygote sends counts against its soft open-file limit until the
+    // coordinator receives it, and the coordinator reads them only when its run starts (here:
+    // once a reader opens the output FIFO). Forty of them under a soft limit of 20: none may
+    // be lost (a worker never reported is never reaped), and none needs a socket.
+    // The kernel's limit on descriptors in flight does not bind root: as root, the run is made
+    // as user nobody (if nobody can run the binary at all).
+    let dir = TempDir::new("nofile-inflight");
+    let runtime = TempDir::new("nofile-inflight-rt");
+    let fifo = dir.0.join("out");
+    let path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
+    // SAFETY: a valid C string; mkfifo touches no memory of ours.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let args = ["map", "square", "--range", "0..100000", "--workers", "40", "-o"];
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let nobody = ["--reuid", "65534", "--regid", "65534", "--clear-groups"];
+        let reachable =
+            Command::new("setpriv").args(nobody).arg(bin("powerpool")).arg("--version").output();
+        if !reachable.is_ok_and(|out| out.status.success()) {
+            eprintln!("SKIPPED: user nobody cannot run {}", bin("powerpool").display());
+            return;
+        }
+        for path in [&dir.0, &runtime.0, &fifo] {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).expect("chown");
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.args(nobody).arg(bin("powerpool")).args(args);
+        cmd
+    } else {
+        powerpool(args)
+    };
+    cmd.arg(&fifo).env("XDG_RUNTIME_DIR", &runtime.0);
+    with_limit(&mut cmd, libc::RLIMIT_NOFILE, 20, 4096);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let coordinator = child.id();
+    // The whole first wave is forked and waiting before anyone reads.
+    assert!(wait_for(Duration::from_secs(20), || children_of(coordinator).len() >= 40));
+    std::thread::sleep(Duration::from_millis(300));
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).expect("reads the FIFO"));
+    let out = wait_output(child, TIMEOUT);
+    let written = reader.join().expect("the reader");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(written, squares_lines(0, 100000));
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(runtime.entries().is_empty(), "a socket was made: {:?}", runtime.entries());
+}

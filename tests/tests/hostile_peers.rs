@@ -9,7 +9,7 @@ use powerpool_shared::TOKEN_LEN;
 use powerpool_tests::*;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -231,4 +231,98 @@ fn defect_17_16_handshakes_in_progress_are_bounded() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, squares_lines(0, 10000));
     assert!(open < 250, "the coordinator holds {open} descriptors for 400 silent connections");
+}
+
+#[test]
+fn a_socket_base_we_cannot_write_to_fails_the_run_at_its_start_not_at_a_replacement() {
+    // The socket directory is made at the first executed worker, perhaps a replacement in the
+    // middle of a run: a base directory it could not be made in must fail every run at once,
+    // not only the runs in which a worker happens to die.
+    let dir = TempDir::new("readonly-base");
+    chmod(&dir.0, 0o555);
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        // Root may write anywhere: run as nobody, if nobody can run the binary at all.
+        let mut probe = Command::new("setpriv");
+        probe.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+        let reachable = probe.arg(bin("powerpool")).arg("--version").output();
+        if !reachable.is_ok_and(|out| out.status.success()) {
+            eprintln!("SKIPPED: user nobody cannot run {}", bin("powerpool").display());
+            return;
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]).arg(bin("powerpool"));
+        cmd
+    } else {
+        Command::new(bin("powerpool"))
+    };
+    cmd.args(["map", "square", "--range", "0..10", "--workers", "2"])
+        .env("XDG_RUNTIME_DIR", &dir.0);
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "the run went on: {:?}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*dir.0.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("cannot hold the socket directory"), "{stderr}");
+}
+
+#[test]
+fn a_worker_takes_as_its_connection_only_a_unix_stream_socket_it_holds() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // Descriptor 3 of the worker: a pipe (the worker must not write its hello, token and all,
+    // into it), a datagram socket, or nothing at all; then garbage and the standard three.
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array we pass.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both were just made and are owned here alone.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    };
+    let (datagram, _other) = UnixDatagram::pair().expect("a datagram pair");
+    let (pipe_read, pipe_write) = pipe();
+    let mut cases: Vec<(String, Option<i32>)> = vec![
+        ("3".into(), Some(pipe_write.as_raw_fd())),
+        ("3".into(), Some(datagram.as_raw_fd())),
+        ("three".into(), None),
+        ("1".into(), None),
+    ];
+    // Descriptors that are not open when the worker starts, among them the numbers its own
+    // runtime takes next (its event loop, its signal sockets): taken after the runtime
+    // started, one of those would be mistaken for the connection.
+    cases.extend((3..=12).map(|n| (n.to_string(), None)));
+    for (value, at_3) in cases {
+        let mut cmd = Command::new(bin("powerpool-worker"));
+        cmd.env(env::CONNECTION_FD, &value)
+            .env(env::TOKEN, to_hex(&[7u8; TOKEN_LEN]))
+            .env(env::WORKER_ID, "0")
+            .env(env::COORDINATOR_PID, std::process::id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec the closure only calls dup2 and close.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in 3..=12 {
+                    if Some(fd) != at_3 {
+                        libc::close(fd);
+                    }
+                }
+                if let Some(fd) = at_3 {
+                    libc::dup2(fd, 3);
+                    if fd != 3 {
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let (code, stderr) = finish(cmd.spawn().expect("spawns"));
+        assert_eq!(code, Some(2), "{value} {at_3:?}: {stderr}");
+        assert!(stderr.contains(env::CONNECTION_FD), "{stderr}");
+    }
+    drop(pipe_write);
+    let mut written = Vec::new();
+    std::fs::File::from(pipe_read).read_to_end(&mut written).expect("reads");
+    assert!(written.is_empty(), "the worker wrote into a pipe: {written:?}");
 }

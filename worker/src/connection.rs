@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 pub enum Endpoint {
     /// The coordinator's listening socket, to connect to ([`env::SOCKET`]).
     Socket(PathBuf),
-    /// A connection already held: this process's end of a socket pair, by its descriptor
-    /// number ([`env::CONNECTION_FD`]).
-    Connected(std::os::fd::RawFd),
+    /// A connection already held: this process's end of a socket pair, named by its
+    /// descriptor number ([`env::CONNECTION_FD`]) and taken over when the variable is read,
+    /// before this process opens any descriptor of its own; `None` once the handshake took it.
+    Connected(Option<std::os::fd::OwnedFd>),
 }
 
 /// What the coordinator told this worker through its environment.
@@ -51,12 +52,12 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let var = |name: &'static str| std::env::var(name).map_err(|_| ConfigError::Missing(name));
         let endpoint = match std::env::var(env::CONNECTION_FD) {
-            Ok(fd) => Endpoint::Connected(
+            Ok(fd) => Endpoint::Connected(Some(
                 fd.parse()
                     .ok()
-                    .filter(|&fd| fd > 2)
+                    .and_then(take_connection)
                     .ok_or(ConfigError::Malformed(env::CONNECTION_FD))?,
-            ),
+            )),
             Err(_) => Endpoint::Socket(PathBuf::from(var(env::SOCKET)?)),
         };
         let token =
@@ -183,8 +184,8 @@ pub struct Session {
 /// coordinator's pid. Otherwise a user who could swap the directory (a temp dir writable by all
 /// without the sticky bit) would receive it. A connection inherited from the zygote needs no
 /// such check: it is one end of a socket pair whose other end only the coordinator was given.
-pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
-    let stream = match &config.endpoint {
+pub async fn handshake(config: &mut Config) -> Result<Session, ConnError> {
+    let stream = match &mut config.endpoint {
         Endpoint::Socket(socket) => {
             check_socket_dir(socket)?;
             let stream = transport::connect(socket).await.map_err(|source| ConnError::Connect {
@@ -194,7 +195,16 @@ pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
             check_peer(&stream, config.coordinator_pid)?;
             stream
         }
-        Endpoint::Connected(fd) => inherited(*fd)?,
+        Endpoint::Connected(fd) => {
+            let taken = fd.take().ok_or_else(|| ConnError::Connect {
+                path: "its inherited connection".into(),
+                source: std::io::Error::other("already taken"),
+            })?;
+            transport::from_fd(taken).map_err(|source| ConnError::Connect {
+                path: "its inherited connection".into(),
+                source,
+            })?
+        }
     };
     let (mut reader, mut writer) = transport::split(stream);
     let hello = FromWorker::Hello(Hello {
@@ -212,33 +222,39 @@ pub async fn handshake(config: &Config) -> Result<Session, ConnError> {
     }
 }
 
-/// The connection this process was born with: descriptor `fd`, which must be a Unix stream
-/// socket (a wrong number in the variable is refused, not taken over).
-fn inherited(fd: std::os::fd::RawFd) -> Result<transport::Stream, ConnError> {
+/// Takes over descriptor `fd` as this process's connection, if it is one: above the standard
+/// three, open, and a Unix stream socket. Anything else is left alone (not closed: it is not
+/// ours to close) and the variable is refused as malformed.
+fn take_connection(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    let refused = |why: String| ConnError::Connect {
-        path: format!("descriptor {fd}"),
-        source: std::io::Error::other(why),
-    };
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `kind`; a bad descriptor only fails.
-    let got = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut kind as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if got != 0 || kind != libc::SOCK_STREAM {
-        return Err(refused("not a stream socket".into()));
+    if fd <= 2 {
+        return None;
     }
-    // SAFETY: the descriptor is open (getsockopt succeeded) and this process's alone to own:
-    // the zygote passed it to this worker, and only `handshake` takes it, once.
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    transport::from_fd(owned).map_err(|e| refused(e.to_string()))
+    let option = |name: libc::c_int| {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`; a descriptor that is not
+        // open, or not a socket, only makes it fail.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (got == 0).then_some(value)
+    };
+    if option(libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+        || option(libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+    {
+        return None;
+    }
+    // SAFETY: the descriptor is open (getsockopt succeeded), and it is this process's to own:
+    // the zygote made it for this worker, and it is taken once, when the variable is read and
+    // removed, before the worker opens any descriptor of its own.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Refuses a socket whose directory is not a directory of our own, mode 0700 (as the

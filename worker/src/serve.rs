@@ -9,10 +9,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
 /// Connects, handshakes and serves chunks until told to stop; returns the exit status.
-pub async fn run(config: connection::Config, mut registry: Registry) -> u8 {
+pub async fn run(mut config: connection::Config, mut registry: Registry) -> u8 {
     install_panic_capture();
     let config_pid = config.coordinator_pid;
-    let mut session = match connection::handshake(&config).await {
+    let mut session = match connection::handshake(&mut config).await {
         Ok(session) => session,
         Err(err @ (ConnError::Rejected(_) | ConnError::Untrusted(_))) => {
             tracing::error!("{err}");

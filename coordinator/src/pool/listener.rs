@@ -57,6 +57,7 @@ pub async fn accept_loop(
     listener: Listener,
     token: [u8; TOKEN_LEN],
     workers: u64,
+    first_id: u64,
     mut registrations: mpsc::UnboundedReceiver<Registration>,
     refusals: mpsc::UnboundedSender<String>,
 ) {
@@ -72,7 +73,7 @@ pub async fn accept_loop(
     // Only for the ids a slot may be about to register (see `Expected`); any other id is
     // refused at once.
     let mut early: HashMap<u64, (Authenticated, tokio::time::Instant)> = HashMap::new();
-    let mut expected = Expected::new(workers);
+    let mut expected = Expected::starting_at(first_id, workers);
     loop {
         let now = tokio::time::Instant::now();
         early.retain(|id, (auth, at)| {
@@ -162,8 +163,10 @@ struct Expected {
 }
 
 impl Expected {
-    fn new(workers: u64) -> Expected {
-        Expected { workers: workers.max(1), next: 0, skipped: Default::default() }
+    /// Ids from `first` on: the listener is made at the first executed worker, which may be a
+    /// replacement, with the ids before it long given to forked workers.
+    fn starting_at(first: u64, workers: u64) -> Expected {
+        Expected { workers: workers.max(1), next: first, skipped: Default::default() }
     }
 
     fn register(&mut self, id: u64) {
@@ -316,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_worker_may_connect_before_its_slot_registers_even_after_a_later_slot_did() {
-        let mut e = Expected::new(4);
+        let mut e = Expected::starting_at(0, 4);
         assert!((0..4).all(|id| e.may_come(id)) && !e.may_come(4));
         e.register(1); // slot 1's task ran before slot 0's
         assert!(e.may_come(0), "slot 0 has not registered yet: its worker may wait");
@@ -327,6 +330,17 @@ mod tests {
         e.register(100);
         assert!(e.may_come(99) && !e.may_come(2), "only the recent skipped ids");
         assert!(e.skipped.len() <= 8, "bounded: {:?}", e.skipped);
+    }
+
+    #[test]
+    fn a_listener_made_for_a_replacement_expects_the_ids_from_it_on() {
+        // Workers 0-3 were forked and born connected; worker 4 replaces one of them and is
+        // the first to connect here. Its connection may beat its slot's registration.
+        let mut e = Expected::starting_at(4, 4);
+        assert!((4..8).all(|id| e.may_come(id)), "the replacement and the next ones");
+        assert!(!(0..4).any(|id| e.may_come(id)), "the forked workers' ids are taken");
+        e.register(5);
+        assert!(e.may_come(4), "4 has not registered yet: its worker may wait");
     }
 
     #[test]

@@ -23,9 +23,10 @@ pub enum Listening {
 }
 
 impl Listening {
-    /// Makes the socket directory and the socket, and starts accepting; returns the socket's
+    /// Makes the socket directory and the socket, and starts accepting connections for worker
+    /// `first_id` (the one about to be executed) and those after it; returns the socket's
     /// path, or `None` if it is open already.
-    pub fn open(&mut self) -> std::io::Result<Option<PathBuf>> {
+    pub fn open(&mut self, first_id: u64) -> std::io::Result<Option<PathBuf>> {
         if !matches!(self, Listening::NotYet { .. }) {
             return Ok(None);
         }
@@ -37,8 +38,14 @@ impl Listening {
         else {
             unreachable!("checked above")
         };
-        let accept =
-            tokio::spawn(listener::accept_loop(bound, token, workers, register_rx, refusals_tx));
+        let accept = tokio::spawn(listener::accept_loop(
+            bound,
+            token,
+            workers,
+            first_id,
+            register_rx,
+            refusals_tx,
+        ));
         *self = Listening::Open { dir, accept };
         Ok(Some(socket))
     }
@@ -62,12 +69,12 @@ mod tests {
         let (refusals_tx, _refusals) = mpsc::unbounded_channel();
         let mut listening =
             Listening::NotYet { token: [7; TOKEN_LEN], workers: 2, register_rx, refusals_tx };
-        let socket = listening.open().expect("opens").expect("a new socket");
+        let socket = listening.open(2).expect("opens").expect("a new socket");
         assert!(socket.exists(), "{}", socket.display());
-        assert!(listening.open().expect("still open").is_none(), "made once");
+        assert!(listening.open(3).expect("still open").is_none(), "made once");
         let dir = socket.parent().expect("a directory").to_path_buf();
         listening.close();
         assert!(!dir.exists(), "{} left behind", dir.display());
-        assert!(listening.open().expect("closed").is_none(), "not made again once closed");
+        assert!(listening.open(4).expect("closed").is_none(), "not made again once closed");
     }
 }

@@ -55,6 +55,23 @@ impl SocketDir {
                 named("is not a directory".into()),
             ));
         }
+        // The directory is made only when a worker is executed, which may be a replacement in
+        // the middle of a run: one we could not make it in would fail that run then.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(base.as_os_str().as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, named("has a NUL".into()))
+            })?;
+            // SAFETY: access reads the NUL-terminated path we pass and nothing else.
+            if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                let err = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    err.kind(),
+                    named(format!("cannot hold the socket directory: {err}")),
+                ));
+            }
+        }
         let prefix = format!("powerpool-{}-", std::process::id());
         let socket = base.join(format!("{prefix}{}", "x".repeat(RANDOM_LEN))).join(SOCKET_NAME);
         let length = socket.as_os_str().len();

@@ -271,7 +271,7 @@ impl Shell {
                         None => (self.numbers.take(id), None),
                     };
                     if forked.is_none() {
-                        if let Err(stop) = self.listen() {
+                        if let Err(stop) = self.listen(id) {
                             // The other actions still run: a result released with this
                             // spawn is not lost.
                             failed.get_or_insert(stop);
@@ -338,8 +338,8 @@ impl Shell {
 
     /// Opens the socket an executed worker connects to, if it is not open yet: the spec that
     /// slots are given from now on names it.
-    fn listen(&mut self) -> Result<(), Stop> {
-        match self.listening.open() {
+    fn listen(&mut self, first_id: u64) -> Result<(), Stop> {
+        match self.listening.open(first_id) {
             Ok(Some(socket)) => {
                 let spec = SpawnSpec { socket: Some(socket), ..(*self.spec).clone() };
                 self.spec = Arc::new(spec);

@@ -146,8 +146,12 @@ impl Asked {
             forked.push(match (i32::from_le_bytes(answer), conn) {
                 (pid, Some(conn)) if pid > 0 => Ok((pid as u32, conn)),
                 (pid, None) if pid > 0 => {
-                    // A worker without its connection is no use: ended and reaped here.
+                    // A worker without its connection is no use: ended and reaped here (if it
+                    // is the zygote itself, its handle must not reap that pid again).
                     end(pid);
+                    if pid == zygote.pid {
+                        zygote.pid = 0;
+                    }
                     Err(io::Error::other("the zygote sent no connection for a worker"))
                 }
                 (errno, _) => Err(io::Error::from_raw_os_error(-errno)),
@@ -223,6 +227,7 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         }
     }
     tidy_descriptors(socket.as_raw_fd());
+    raise_nofile();
     // What every worker would set up the same way (its logging, its table of tasks) is set up
     // once, here, before the request comes: the forked workers inherit it.
     powerpool_worker::diag::init_worker_logging();
@@ -268,7 +273,11 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         // Neither end stays here: a later sibling must not inherit them.
         drop(its);
         let answered = if pid > 0 {
+            // Without its connection (too many descriptors in flight), the pid alone still
+            // goes: the coordinator ends and reaps the child, which is its own, and executes
+            // a worker in its place.
             send_fd(&socket, &(pid as i32).to_le_bytes(), ours.as_raw_fd())
+                .or_else(|_| send(&socket, &(pid as i32).to_le_bytes()))
         } else {
             let errno = -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN);
             send(&socket, &errno.to_le_bytes())
@@ -288,6 +297,28 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
     drop(ours);
     drop(socket);
     worker(registry, its)
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit. Each connection
+/// sent to the coordinator counts against the sender's soft limit until it is received (the
+/// kernel's limit on descriptors in flight), and the coordinator reads the first wave's
+/// answers only when its run starts. The workers forked from here put the user's limit back
+/// first thing (`NOFILE_SOFT`, set here to the limit found unless the run's request names one),
+/// as executed ones do.
+fn raise_nofile() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write only the struct we pass.
+    let raised = unsafe {
+        let found = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0;
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        (found && soft < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0)
+            .then_some(soft)
+    };
+    if let Some(soft) = raised {
+        // The zygote has one thread: nothing reads the environment beside this.
+        std::env::set_var(env::NOFILE_SOFT, soft.to_string());
+    }
 }
 
 /// A connected pair of stream sockets, non-blocking (as the runtimes on both sides want them)

@@ -45,17 +45,16 @@ pub(super) fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 pub(super) fn send_fd(socket: &OwnedFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
     let mut iov =
         libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
+    let mut control = Control::new();
     // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call, and
-    // the control buffer has room for one header and one descriptor (CMSG_SPACE).
+    // the control buffer is aligned for a cmsghdr and has room for one header and one
+    // descriptor (`Control`).
     let sent = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
+        msg.msg_control = control.buf.as_mut_ptr().cast();
+        msg.msg_controllen = Control::space() as _;
         let header = libc::CMSG_FIRSTHDR(&msg);
         (*header).cmsg_level = libc::SOL_SOCKET;
         (*header).cmsg_type = libc::SCM_RIGHTS;
@@ -70,48 +69,66 @@ pub(super) fn send_fd(socket: &OwnedFd, bytes: &[u8], fd: RawFd) -> io::Result<(
     }
 }
 
+/// Room for the control message of one descriptor, aligned as a `cmsghdr` must be.
+struct Control {
+    buf: [u64; 8],
+}
+
+impl Control {
+    fn new() -> Control {
+        const { assert!(std::mem::align_of::<u64>() >= std::mem::align_of::<libc::cmsghdr>()) };
+        let control = Control { buf: [0; 8] };
+        assert!(Control::space() <= std::mem::size_of_val(&control.buf));
+        control
+    }
+
+    /// The bytes one descriptor's control message takes (`CMSG_SPACE`).
+    fn space() -> usize {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }
+    }
+}
+
 /// Receives one message into `buf`, and the descriptor attached to it if any (close-on-exec).
 pub(super) fn recv_fd(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
+    let mut control = Control::new();
     loop {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: a zeroed msghdr is valid; recvmsg writes at most `buf.len()` bytes into
-        // `buf` and at most `space` into `control`, both alive for the call.
+        // `buf` and at most the control buffer's size into it, both alive for the call.
         let (got, msg) = unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
+            msg.msg_control = control.buf.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control.buf) as _;
             let got = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
             (got, msg)
         };
         match got {
             n if n > 0 => {
-                let mut fd = None;
-                // SAFETY: the kernel filled `control` and set msg_controllen; CMSG_FIRSTHDR
-                // and CMSG_NXTHDR stay within it, and an SCM_RIGHTS header's data is
-                // descriptors that are now ours.
+                let mut fds = Vec::new();
+                // SAFETY: the kernel filled the control buffer and set msg_controllen;
+                // CMSG_FIRSTHDR and CMSG_NXTHDR stay within it, and an SCM_RIGHTS header's
+                // data is descriptors that are now ours, each owned (and closed) once.
                 unsafe {
                     let mut header = libc::CMSG_FIRSTHDR(&msg);
                     while !header.is_null() {
                         if (*header).cmsg_level == libc::SOL_SOCKET
                             && (*header).cmsg_type == libc::SCM_RIGHTS
                         {
-                            let raw =
-                                std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>());
-                            let owned = OwnedFd::from_raw_fd(raw);
-                            // One descriptor is expected; any other is closed on drop.
-                            if fd.is_none() {
-                                fd = Some(owned);
+                            let data = libc::CMSG_DATA(header).cast::<RawFd>();
+                            let bytes = (*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                            for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                                let raw = std::ptr::read_unaligned(data.add(i));
+                                fds.push(OwnedFd::from_raw_fd(raw));
                             }
                         }
                         header = libc::CMSG_NXTHDR(&msg, header);
                     }
                 }
-                return Ok((n as usize, fd));
+                // One descriptor is expected; any other is closed here.
+                return Ok((n as usize, fds.into_iter().next()));
             }
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
