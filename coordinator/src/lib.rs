@@ -150,6 +150,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             output::write_stdout(text.as_bytes())
         }
         Command::Map(args) if args.exec.is_some() || args.input.is_some() => {
+            limits::check_files()?;
             let mut plan = lines::LinesPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
@@ -161,6 +162,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             result
         }
         Command::Run(args) => {
+            limits::check_files()?;
             let mut plan = run::RunPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
             let rt = runtime()?;
@@ -175,6 +177,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let mut plan = plan::MapPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
             let files = limits::raise_nofile();
+            limits::check_files()?;
             let connections = plan.fetch.as_ref().map_or(0, |f| f.concurrency);
             plan.pool.workers = limits::fit_workers(plan.pool.workers, connections, files);
             let files = plan.output.is_some() || plan.joblog.is_some() || plan.report.is_some();
@@ -207,6 +210,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let mut plan = plan::FetchPlan::from_args(args)?;
             plan.progress = progress::wanted(quiet);
             let files = limits::raise_nofile();
+            limits::check_files()?;
             let workers = plan.process.as_ref().map_or(0, |p| p.pool.workers);
             plan.concurrency = limits::fit_concurrency(plan.concurrency, workers, files);
             // The runtime's threads and one for name lookups (tokio's blocking pool).

@@ -99,6 +99,26 @@ pub fn fit_concurrency(concurrency: usize, workers: usize, limit: Option<u64>) -
     fitted
 }
 
+/// The fewest open files any run needs: the standard streams, the runtime's event loop, wakers
+/// and signal sockets, the zygote's socket, a worker's connection and process handle, the
+/// output. Below it a run fails at random (a worker that cannot start, a runtime that panics, a
+/// socket directory that cannot be removed), so it is refused at once.
+const MIN_FILES: u64 = 32;
+
+/// Refuses a run whose open-file limit (after [`raise_nofile`], where the command raises it)
+/// is below [`MIN_FILES`]: one line naming the limit.
+pub fn check_files() -> Result<(), Error> {
+    #[cfg(unix)]
+    if let Some((soft, _)) = get!(libc::RLIMIT_NOFILE) {
+        if soft < MIN_FILES {
+            return Err(Error::Limit(format!(
+                "the open-file limit is too low: ulimit -n allows {soft} open files, and a run                  needs at least {MIN_FILES}; raise ulimit -n"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `threads` more threads of this process and `processes` worker processes fit
 /// the user's process limit (`ulimit -u`), which counts every thread the user runs.
 pub fn check_processes(threads: usize, processes: usize) -> Result<(), Error> {

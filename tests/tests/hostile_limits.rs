@@ -198,3 +198,32 @@ fn many_forked_workers_under_a_low_soft_file_limit_are_all_born_connected() {
     assert!(stderr.is_empty(), "{stderr}");
     assert!(runtime.entries().is_empty(), "a socket was made: {:?}", runtime.entries());
 }
+
+#[test]
+fn an_open_file_limit_too_low_for_any_run_is_one_line_naming_it() {
+    // Below a few dozen open files a run would fail at random: a worker that cannot start,
+    // a runtime that panics, a socket directory that cannot be removed. It is refused first.
+    let runtime = TempDir::new("nofile-floor");
+    let commands: [&[&str]; 3] = [
+        &["map", "square", "--range", "0..1000", "--workers", "2"],
+        &["run", "--", "true", ":::", "1", "2", "3"],
+        &["map", "--exec", "cat", "--input", "/dev/null"],
+    ];
+    for limit in [7, 10, 20] {
+        for args in commands {
+            let mut cmd = powerpool(args.iter().copied());
+            cmd.env("XDG_RUNTIME_DIR", &runtime.0);
+            with_limit(&mut cmd, libc::RLIMIT_NOFILE, limit, limit);
+            let out = run(&mut cmd);
+            let what = format!("{args:?} under ulimit -n {limit}");
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            one_line_naming(&out, &["ulimit -n", &limit.to_string()], &what);
+        }
+    }
+    assert!(runtime.entries().is_empty(), "left behind: {:?}", runtime.entries());
+}
