@@ -106,7 +106,7 @@ pub fn fit_concurrency(concurrency: usize, workers: usize, limit: Option<u64>) -
 const MIN_FILES: u64 = 32;
 
 /// Refuses a run whose open-file limit (after [`raise_nofile`], where the command raises it)
-/// is below [`MIN_FILES`]: one line naming the limit.
+/// is below `MIN_FILES` (32): one line naming the limit.
 pub fn check_files() -> Result<(), Error> {
     #[cfg(unix)]
     if let Some((soft, _)) = get!(libc::RLIMIT_NOFILE) {
