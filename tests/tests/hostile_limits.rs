@@ -165,8 +165,12 @@ fn many_forked_workers_under_a_low_soft_file_limit_are_all_born_connected() {
         let nobody = ["--reuid", "65534", "--regid", "65534", "--clear-groups"];
         let reachable =
             Command::new("setpriv").args(nobody).arg(bin("powerpool")).arg("--version").output();
-        if !reachable.is_ok_and(|out| out.status.success()) {
-            eprintln!("SKIPPED: user nobody cannot run {}", bin("powerpool").display());
+        let parent = dir.0.parent().expect("a parent").to_path_buf();
+        let reaches =
+            Command::new("setpriv").args(nobody).args(["test", "-x"]).arg(&parent).status();
+        if !reachable.is_ok_and(|out| out.status.success()) || !reaches.is_ok_and(|s| s.success()) {
+            let (program, parent) = (bin("powerpool"), parent.display());
+            eprintln!("SKIPPED: user nobody cannot run {} or reach {parent}", program.display());
             return;
         }
         for path in [&dir.0, &runtime.0, &fifo] {

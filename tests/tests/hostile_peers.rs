@@ -246,8 +246,17 @@ fn a_socket_base_we_cannot_write_to_fails_the_run_at_its_start_not_at_a_replacem
         let mut probe = Command::new("setpriv");
         probe.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
         let reachable = probe.arg(bin("powerpool")).arg("--version").output();
-        if !reachable.is_ok_and(|out| out.status.success()) {
-            eprintln!("SKIPPED: user nobody cannot run {}", bin("powerpool").display());
+        let mut probe = Command::new("setpriv");
+        probe.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "test", "-x"]);
+        let reaches_dir = probe.arg(&dir.0).status();
+        if !reachable.is_ok_and(|out| out.status.success())
+            || !reaches_dir.is_ok_and(|s| s.success())
+        {
+            eprintln!(
+                "SKIPPED: user nobody cannot run {} or reach {}",
+                bin("powerpool").display(),
+                dir.0.display()
+            );
             return;
         }
         let mut cmd = Command::new("setpriv");
