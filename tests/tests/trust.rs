@@ -48,20 +48,27 @@ fn poke(socket: &PathBuf, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
-#[test]
-fn rogue_clients_are_refused_and_the_run_stays_exact() {
-    let rt = TempDir::new("rogue");
-    // Executed workers (`--worker-cmd`) connect to a socket; forked ones hold a socket pair
-    // and the run makes no socket until it executes a worker (see the test below).
-    let child = powerpool(["map", "slow-square", "--range", "0..2000", "--workers", "2"])
-        .args(["--chunk-size", "10", "--worker-cmd"])
-        .arg(bin("powerpool-worker"))
+/// Starts a run of `slow-square` over 0..`end` with 2 workers, its socket directory (if it
+/// makes one) under `rt`, and `extra` arguments.
+fn slow_squares(rt: &TempDir, end: u64, extra: &[&std::ffi::OsStr]) -> std::process::Child {
+    powerpool(["map", "slow-square", "--range", &format!("0..{end}"), "--workers", "2"])
+        .args(["--chunk-size", "10"])
+        .args(extra)
         .env("POWERPOOL_TEST_TASKS", "1")
         .env("XDG_RUNTIME_DIR", &rt.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawns");
+        .expect("spawns")
+}
+
+#[test]
+fn rogue_clients_are_refused_and_the_run_stays_exact() {
+    let rt = TempDir::new("rogue");
+    // Executed workers (`--worker-cmd`) connect to a socket; forked ones hold a socket pair
+    // and the run makes no socket until it executes a worker (see the test below).
+    let child =
+        slow_squares(&rt, 2000, &["--worker-cmd".as_ref(), bin("powerpool-worker").as_os_str()]);
     let workers = wait_for_workers(child.id(), 2);
     let dirs = rt.entries();
     assert_eq!(dirs.len(), 1, "one socket directory: {dirs:?}");
@@ -109,14 +116,7 @@ fn rogue_clients_are_refused_and_the_run_stays_exact() {
 #[test]
 fn forked_workers_are_born_connected_and_a_socket_is_made_only_for_an_executed_one() {
     let rt = TempDir::new("born");
-    let child = powerpool(["map", "slow-square", "--range", "0..3000", "--workers", "2"])
-        .args(["--chunk-size", "10"])
-        .env("POWERPOOL_TEST_TASKS", "1")
-        .env("XDG_RUNTIME_DIR", &rt.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
+    let child = slow_squares(&rt, 3000, &[]);
     let workers = wait_for_workers(child.id(), 2);
     // The zygote forked both: each holds its end of a socket pair, named by its descriptor,
     // and there is no socket anyone could connect to.

@@ -33,13 +33,10 @@ pub async fn run(
     // alike, at once.
     // A first wave asked for early (`zygote::ask_early`) was given its secret then.
     let early = zygote::take_early();
-    let token = match SocketDir::base() {
-        Ok(_) => match early.as_ref() {
-            Some((_, token)) => Ok(*token),
-            None => listener::new_token(),
-        },
-        Err(err) => Err(err),
-    };
+    let token = SocketDir::base().and_then(|_| match &early {
+        Some((_, token)) => Ok(*token),
+        None => listener::new_token(),
+    });
     let token = match token {
         Ok(token) => token,
         Err(err) => return (Stats::default(), Err(Stop::Fatal(PoolError::Socket(err)))),

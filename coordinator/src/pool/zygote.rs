@@ -135,6 +135,11 @@ impl Asked {
     /// no listener), in the order asked, or why it was not forked. Workers it gives no answer
     /// for were not forked.
     pub fn answers(mut self) -> Vec<io::Result<(u32, OwnedFd)>> {
+        self.collect()
+    }
+
+    /// Reads the answers (once: the zygote's handle is taken); see [`Asked::answers`].
+    fn collect(&mut self) -> Vec<io::Result<(u32, OwnedFd)>> {
         let Some(mut zygote) = self.zygote.take() else { return Vec::new() };
         let mut forked = Vec::with_capacity(self.workers.len());
         while self.sent && forked.len() < self.workers.len() {
@@ -175,12 +180,8 @@ impl Asked {
 impl Drop for Asked {
     /// Workers asked for that no run took are ended and reaped.
     fn drop(&mut self) {
-        if self.zygote.is_some() {
-            let workers = std::mem::take(&mut self.workers);
-            let answers = Asked { zygote: self.zygote.take(), workers, sent: self.sent }.answers();
-            for (pid, _) in answers.into_iter().flatten() {
-                end(pid as libc::pid_t);
-            }
+        for (pid, _) in self.collect().into_iter().flatten() {
+            end(pid as libc::pid_t);
         }
     }
 }
