@@ -312,22 +312,29 @@ pub fn items_batch(body: &[u8]) -> Option<(u64, u64, Vec<&[u8]>)> {
         return None;
     }
     let (chunk, first, count) = (read_u64(body, 4), read_u64(body, 12), read_u64(body, 20));
-    let mut rest = &body[ITEMS_HEADER..];
+    let rest = &body[ITEMS_HEADER..];
     // Each item takes at least its 8-byte length: a count beyond that is a lie.
     if count > (rest.len() / ITEM_OVERHEAD) as u64 {
         return None;
     }
     let mut items = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        if rest.len() < ITEM_OVERHEAD {
+    framed_items(rest, &mut items)?;
+    (items.len() as u64 == count).then_some((chunk, first, items))
+}
+
+/// Appends to `items` the items laid out in `framed` as an items frame lays them out (each
+/// its 8-byte length, then its bytes), borrowed; `None` if they do not tile it exactly.
+pub fn framed_items<'a>(mut framed: &'a [u8], items: &mut Vec<&'a [u8]>) -> Option<()> {
+    while !framed.is_empty() {
+        if framed.len() < ITEM_OVERHEAD {
             return None;
         }
-        let len = usize::try_from(read_u64(rest, 0)).ok()?;
-        let item = rest.get(ITEM_OVERHEAD..ITEM_OVERHEAD.checked_add(len)?)?;
+        let len = usize::try_from(read_u64(framed, 0)).ok()?;
+        let item = framed.get(ITEM_OVERHEAD..ITEM_OVERHEAD.checked_add(len)?)?;
         items.push(item);
-        rest = &rest[ITEM_OVERHEAD + len..];
+        framed = &framed[ITEM_OVERHEAD + len..];
     }
-    rest.is_empty().then_some((chunk, first, items))
+    Some(())
 }
 
 /// Appends one item's result to the payload of an items job's `Done`: a 4-byte little-endian

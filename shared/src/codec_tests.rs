@@ -63,6 +63,15 @@ fn golden_encodings() {
             + "010000000000000061"
             + "0000000000000000"
     );
+    // Protocol 6: variant 6, tag 4, first item 7, 2 items, one extent (offset 16, 25 bytes).
+    let at = ToWorker::ItemsAt(ItemsAt { chunk: 4, first: 7, count: 2, extents: vec![(16, 25)] });
+    assert_eq!(
+        body_hex(&at),
+        ["06000000", "0400000000000000", "0700000000000000", "0200000000000000"].concat()
+            + "0100000000000000"
+            + "1000000000000000"
+            + "1900000000000000"
+    );
     assert_eq!(
         body_hex(&ToWorker::Reject(Reject { reason: "v".into() })),
         "01000000010000000000000076"
@@ -252,6 +261,15 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
         Just(ToWorker::Shutdown),
         (any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(chunk, last, bytes)| ToWorker::Body(BodyPiece { chunk, last, bytes })),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<(u64, u64)>(), 0..4)
+        )
+            .prop_map(|(chunk, first, count, extents)| {
+                ToWorker::ItemsAt(ItemsAt { chunk, first, count, extents })
+            }),
     ]
 }
 

@@ -16,6 +16,10 @@ pub const SLOT: &str = "POWERPOOL_SLOT";
 /// The coordinator's pid; a worker whose parent is no longer this pid exits at once.
 pub const COORDINATOR_PID: &str = "POWERPOOL_COORDINATOR_PID";
 
+/// Where a typed worker opens its pool's item arena read-only (`/proc/<pid>/fd/<n>`): a
+/// memory file the coordinator writes batches into, sent as [`crate::ToWorker::ItemsAt`].
+pub const ITEMS_ARENA: &str = "POWERPOOL_ITEMS_ARENA";
+
 /// The soft open-file limit the coordinator started with, set when it raised its own: the
 /// worker puts it back first thing, for itself and the jobs it starts.
 pub const NOFILE_SOFT: &str = "POWERPOOL_NOFILE_SOFT";

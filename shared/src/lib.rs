@@ -51,8 +51,8 @@ pub mod wide;
 
 pub use codec::{CodecError, MAX_FRAME};
 pub use message::{
-    BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Input, ItemBatch, Reject,
-    RunChunk, ToWorker, UnitProgress, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
+    BodyPiece, ChunkDone, ChunkFailed, Fatal, Format, FromWorker, Hello, Input, ItemBatch, ItemsAt,
+    Reject, RunChunk, ToWorker, UnitProgress, Welcome, MAX_BODY_PIECE, TOKEN_LEN,
 };
 pub use version::PROTOCOL_VERSION;
 pub use wide::I256;

@@ -28,6 +28,9 @@ pub enum ToWorker {
     /// A batch of items (items jobs), computed in order; answered with one `Done` whose payload
     /// holds one record per item (see [`crate::codec::push_record`]).
     Items(ItemBatch),
+    /// A batch of items as [`ToWorker::Items`], lying in the item arena the worker mapped
+    /// ([`crate::env::ITEMS_ARENA`]) instead of in this frame.
+    ItemsAt(ItemsAt),
 }
 
 /// The largest piece of an item one frame carries: 1 MiB, so an item of any size travels in
@@ -51,6 +54,17 @@ impl fmt::Debug for ItemBatch {
             .field("items", &self.items.len())
             .finish()
     }
+}
+
+/// Items `first..first + count` of the run, tagged `chunk`, laid out in the item arena as an
+/// items frame lays them out (each its 8-byte length, then its bytes), in `extents`
+/// (`(offset, length)`, in order).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct ItemsAt {
+    pub chunk: u64,
+    pub first: u64,
+    pub count: u64,
+    pub extents: Vec<(u64, u64)>,
 }
 
 /// A piece of the item sent alone as `chunk` (the coordinator's tag, echoed in the answer).

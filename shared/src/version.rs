@@ -10,7 +10,9 @@
 //!   outcome record) and `Input::Lines` (`map --exec`: lines for a persistent command);
 //!   `FromWorker::Broken` (a contract broken after results were sent: the run stops).
 //! - 5: `FromWorker::Progress`: how many items of a unit are done, so deadlines run per item.
+//! - 6: `ToWorker::ItemsAt`: a batch of items lying in the typed pool's shared item arena
+//!   (`POWERPOOL_ITEMS_ARENA`), sent as where it lies instead of as its bytes.
 
 /// Bumped whenever any message's encoding changes. A worker of another version is refused in the
 /// handshake with a message that names both versions.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -147,6 +147,23 @@ fn policy(_: ()) -> i32 {
 }
 powerpool::task!(POLICY: fn(()) -> i32 = policy);
 
+/// An input's length; for an input marked `#`, also what this worker has read from its
+/// descriptors so far (`rchar`) and whether it maps the item arena, read-only.
+fn through_arena(s: String) -> (usize, u32, u64, bool) {
+    if !s.starts_with('#') {
+        return (s.len(), std::process::id(), 0, true);
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let read_only = maps.lines().any(|l| {
+        l.contains("memfd:powerpool-items") && l.split_whitespace().nth(1) == Some("r--s")
+    });
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let rchar =
+        io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok());
+    (s.len(), std::process::id(), rchar.unwrap_or(u64::MAX), read_only)
+}
+powerpool::task!(THROUGH_ARENA: fn(String) -> (usize, u32, u64, bool) = through_arena);
+
 // ---- helpers ------------------------------------------------------------------------------
 
 /// A pool whose workers carry `tag` in their environment, to be found among other tests'.
@@ -189,6 +206,31 @@ fn blocking_map_from_a_plain_main_in_order() -> Result<(), Failed> {
         (0..5000).map(|n| Line { number: n, text: format!("word {n} and ünïcode {n}") }).collect();
     let got: Vec<Stats> = pool.map(&STATS, lines.clone()).collect::<Result<_, _>>()?;
     check(got == lines.into_iter().map(stats).collect::<Vec<_>>(), || "stats differ".into())
+}
+
+fn batches_travel_through_the_shared_arena_read_only() -> Result<(), Failed> {
+    // 24 MB of strings: twice the arena's slabs' worth, so slabs are freed and filled again
+    // while the call runs. Each lands whole, in order, and the workers read next to none of
+    // it from their sockets.
+    let pool = Pool::builder().workers(2).build()?;
+    let n = 200_000usize;
+    let input = |i: usize| {
+        let mark = if i % 10_000 == 9_999 { '#' } else { '.' };
+        format!("{mark}{:0>119}", i)
+    };
+    let total: usize = (0..n).map(|i| input(i).len()).sum();
+    let mut rchar = std::collections::HashMap::<u32, u64>::new();
+    for (i, r) in pool.map(&THROUGH_ARENA, (0..n).map(input)).enumerate() {
+        let (len, pid, read, read_only) = r?;
+        check(len == input(i).len(), || format!("item {i}: length {len}"))?;
+        check(read_only, || format!("item {i}: worker {pid} does not map the arena read-only"))?;
+        let seen = rchar.entry(pid).or_default();
+        *seen = (*seen).max(read);
+    }
+    let read: u64 = rchar.values().sum();
+    check(read < (total / 8) as u64, || {
+        format!("the workers read {read} bytes from their descriptors for {total} bytes of input")
+    })
 }
 
 fn large_inputs_among_small_ones_arrive_whole() -> Result<(), Failed> {
@@ -512,6 +554,10 @@ fn main() {
         Trial::test(
             "workers_run_as_batch_jobs_and_the_caller_keeps_its_policy",
             workers_run_as_batch_jobs_and_the_caller_keeps_its_policy,
+        ),
+        Trial::test(
+            "batches_travel_through_the_shared_arena_read_only",
+            batches_travel_through_the_shared_arena_read_only,
         ),
         Trial::test(
             "large_inputs_among_small_ones_arrive_whole",

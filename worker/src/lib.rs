@@ -18,6 +18,7 @@
 //! The coordinator's own binary runs this code in its hidden `worker` mode; the `powerpool-worker`
 //! binary runs it standalone, for `--worker-cmd`. Either way the entry point is [`main`].
 
+mod arena;
 pub mod bytes;
 mod child;
 mod commands;

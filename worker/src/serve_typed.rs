@@ -3,16 +3,28 @@
 //! message (and the backtrace when `RUST_BACKTRACE` is set); a slow item sends progress so the
 //! coordinator's deadline runs per item.
 
+use crate::arena::Mapped;
 use crate::connection::{ConnError, Session};
 use crate::exit;
 use crate::serve::take_panic_message;
 use crate::typed::{self, coarse_now, Span, State, Stop, TASKS};
-use powerpool_shared::{codec, ChunkFailed, FromWorker, ToWorker, UnitProgress};
+use powerpool_shared::{codec, ChunkFailed, Fatal, FromWorker, ToWorker, UnitProgress};
 use std::panic::{self, AssertUnwindSafe};
 
 /// Serves a typed job until told to stop.
 pub async fn serve(mut session: Session) -> Result<u8, ConnError> {
+    let arena = match Mapped::from_env() {
+        Ok(arena) => arena,
+        Err(reason) => {
+            session.writer.send(&FromWorker::Fatal(Fatal { reason })).await?;
+            return Ok(exit::OK);
+        }
+    };
     session.writer.send(&FromWorker::Ready).await?;
+    // A batch is copied out of the arena before it is read: one streaming copy brings it into
+    // this core's cache far faster than reading each item's length where it lies (each read
+    // waits for the last: 4x the time, measured on B9).
+    let mut local = Vec::new();
     let mut states: Vec<State> = TASKS.iter().map(|_| State::default()).collect();
     let mut records = Vec::new();
     // A large item arrives in pieces: its tag and bytes so far.
@@ -38,6 +50,22 @@ pub async fn serve(mut session: Session) -> Result<u8, ConnError> {
             continue;
         }
         match codec::decode::<ToWorker>(&frame)? {
+            ToWorker::ItemsAt(at) => {
+                local.clear();
+                let copied = arena.as_ref().and_then(|arena| {
+                    at.extents.iter().try_for_each(|&(offset, len)| {
+                        local.extend_from_slice(arena.slice(offset, len)?);
+                        Some(())
+                    })
+                });
+                let mut items = Vec::with_capacity(at.count.min(1 << 20) as usize);
+                let found = copied.and_then(|()| codec::framed_items(&local, &mut items));
+                if found.is_none() || items.len() as u64 != at.count {
+                    return Err(ConnError::Unexpected("items outside the item arena".into()));
+                }
+                run_batch(&mut session, &mut states, at.chunk, at.first, &items, &mut records)
+                    .await?;
+            }
             ToWorker::Shutdown => return Ok(exit::OK),
             other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }

@@ -29,6 +29,9 @@ pub struct PoolConfig {
     /// work whose units take very different times (`run`'s jobs), so that no unit waits behind
     /// a long one while another worker is idle.
     pub pipeline_depth: usize,
+    /// Shared memory the items' batches are written into and read from by the workers (the
+    /// typed library's own workers), instead of going through their sockets.
+    pub arena: Option<super::Arena>,
 }
 
 impl PoolConfig {
@@ -50,6 +53,7 @@ impl PoolConfig {
             max_tasks_per_worker: None,
             max_worker_memory: None,
             pipeline_depth: powerpool_shared::PIPELINE_DEPTH,
+            arena: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! connection; the listener (`listener.rs`) checks every connection before handing it to its
 //! slot.
 
+mod arena;
 mod config;
 mod engine;
 mod failures;
@@ -31,6 +32,7 @@ mod work;
 pub(crate) mod zygote;
 mod zygote_wire;
 
+pub use arena::Arena;
 pub use config::{default_workers, BadCommand, PoolConfig, WorkerCommand, MAX_WORKERS};
 pub use engine::{first_wave, Attempt};
 pub use job::{

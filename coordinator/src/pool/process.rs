@@ -104,6 +104,8 @@ pub struct SpawnSpec {
     pub token_hex: String,
     /// Read each worker's resident memory after each unit (`max_worker_memory`).
     pub measure_memory: bool,
+    /// Where batches of items lie for the workers to read (see [`super::Arena`]).
+    pub arena: Option<super::Arena>,
 }
 
 /// A process's resident memory in bytes (Linux: `/proc/PID/status`, `VmRSS`).

@@ -123,6 +123,18 @@ impl RunBuilder {
         self.buf.capacity() > 0
     }
 
+    /// The run built so far, copied into a free slab of `arena` if there is one (the builder
+    /// then keeps its buffer for the next run); otherwise as [`RunBuilder::finish`].
+    pub fn finish_in(&mut self, arena: Option<&super::Arena>) -> Run {
+        match arena.and_then(|arena| arena.fill(&self.buf)) {
+            Some(bytes) => {
+                self.buf.clear();
+                Run { bytes, ends: std::mem::take(&mut self.ends) }
+            }
+            None => self.finish(),
+        }
+    }
+
     /// The run built so far; the builder is left empty, without memory.
     pub fn finish(&mut self) -> Run {
         Run {

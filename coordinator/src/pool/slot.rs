@@ -4,13 +4,14 @@
 //! and when to end the worker; the slot says what happened, ending with exactly one
 //! [`Event::Exited`].
 
+use super::arena::Arena;
 use super::engine::{Dispatch, Event};
 use super::held::{Batch, Segment};
 use super::listener::{self, Authenticated, Registration, HANDSHAKE_TIMEOUT};
 use super::process::{self, Exit, SpawnSpec, Worker};
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
-use powerpool_shared::{FromWorker, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN};
+use powerpool_shared::{FromWorker, ItemsAt, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
@@ -92,8 +93,9 @@ pub fn start(
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
         let measure_memory = spec.measure_memory;
+        let arena = spec.arena.clone();
         let mut slot =
-            Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory };
+            Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory, arena };
         let started = match forked {
             Some(connecting) => Ok(connecting),
             None => process::spawn(&spec, id, number).map(register),
@@ -121,6 +123,8 @@ struct Slot {
     /// The worker's pid, to read its memory after each unit (`max_worker_memory`).
     pid: Option<u32>,
     measure_memory: bool,
+    /// Where batches of items lie for this worker to read, if its pool has an arena.
+    arena: Option<Arena>,
 }
 
 impl Slot {
@@ -200,10 +204,11 @@ impl Slot {
                 match outbox.pop_front() {
                     None => idle = Some(writer),
                     Some(next) => {
+                        let arena = self.arena.clone();
                         writing = Some(Box::pin(async move {
                             let sent = match next {
                                 Outgoing::Unit(unit) => {
-                                    send(&mut writer, unit).await.map(|()| false)
+                                    send(&mut writer, unit, arena.as_ref()).await.map(|()| false)
                                 }
                                 Outgoing::Shutdown => {
                                     writer.send(&ToWorker::Shutdown).await.map(|()| true)
@@ -323,14 +328,24 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends one unit: a range chunk, a batch of items in one frame, or one large item as
-/// pieces of at most `MAX_BODY_PIECE` bytes straight from the item's memory.
-async fn send(writer: &mut FrameWriter<Half>, unit: Dispatch) -> Result<(), transport::SendError> {
+/// Sends one unit: a range chunk, where a batch of items lies in the arena, a batch of items
+/// in one frame, or one large item as pieces of at most `MAX_BODY_PIECE` bytes straight from
+/// the item's memory.
+async fn send(
+    writer: &mut FrameWriter<Half>,
+    unit: Dispatch,
+    arena: Option<&Arena>,
+) -> Result<(), transport::SendError> {
     match unit {
         Dispatch::Run(chunk) => writer.send(&ToWorker::Run(chunk)).await,
         Dispatch::Items { tag, items, .. } if items.len() == 1 && items.bytes() > LARGE_ITEM => {
             let item = items.items().pop().unwrap_or_default();
             send_pieces(writer, tag, &item).await
+        }
+        Dispatch::Items { tag, first, items } if arena.is_some_and(|a| in_arena(a, &items)) => {
+            let extents = arena.map(|a| extents(a, &items)).unwrap_or_default();
+            let at = ItemsAt { chunk: tag, first, count: items.len() as u64, extents };
+            writer.send(&ToWorker::ItemsAt(at)).await
         }
         Dispatch::Items { tag, first, items } if worth_vectored(&items) => {
             let head = codec::items_frame_head(tag, first, items.len(), items.bytes())?;
@@ -371,6 +386,24 @@ async fn send(writer: &mut FrameWriter<Half>, unit: Dispatch) -> Result<(), tran
                 .await
         }
     }
+}
+
+/// Whether every item of a batch lies in the arena: runs written into it, sliced by the
+/// engine as it likes (a batch of loose items, or of runs left on the heap, goes by socket).
+fn in_arena(arena: &Arena, items: &Batch) -> bool {
+    items.segments().iter().all(|s| match s {
+        Segment::Framed { bytes, .. } => arena.extent(bytes).is_some(),
+        Segment::Loose(_) => false,
+    })
+}
+
+/// Where a batch's runs lie in the arena, in order (see [`in_arena`]).
+fn extents(arena: &Arena, items: &Batch) -> Vec<(u64, u64)> {
+    let framed = items.segments().iter().filter_map(|s| match s {
+        Segment::Framed { bytes, .. } => arena.extent(bytes),
+        Segment::Loose(_) => None,
+    });
+    framed.collect()
 }
 
 /// Whether a batch is better written straight from its items' memory (large pieces: fetched

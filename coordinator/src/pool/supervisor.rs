@@ -52,6 +52,7 @@ pub async fn run(
         socket: None,
         token_hex: to_hex(&token),
         measure_memory: config.max_worker_memory.is_some(),
+        arena: config.arena.clone(),
     };
     let now = Instant::now();
     let (engine, input, mut source) = match work {

@@ -177,7 +177,7 @@ impl Call {
         if self.run.is_empty() {
             return;
         }
-        let items = self.run.finish();
+        let items = self.run.finish_in(self.inner.arena.as_ref());
         let first_seq = self.sent - items.len() as u64;
         let batch = Batch { items, first_seq, route: self.route.clone() };
         if let Err(batch) = self.inner.send(batch) {

@@ -11,8 +11,9 @@
 use super::call::{Batch, Routes};
 use super::route::Outcome;
 use crate::errors::Error;
-use crate::pool::{self, Batching, Job, Observers, PoolConfig, WorkerCommand};
+use crate::pool::{self, Arena, Batching, Job, Observers, PoolConfig, WorkerCommand};
 use crate::signal::{Interrupt, SIGTERM};
+use powerpool_shared::env;
 use powerpool_worker::typed::TYPED_JOB;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,8 +176,16 @@ impl PoolBuilder {
         }
         let program = std::env::current_exe()
             .map_err(|e| Error::Usage(format!("cannot find this program's own path: {e}")))?;
-        let command = WorkerCommand { program, args: Vec::new(), env: self.env };
+        let mut env = self.env;
+        // Batches go through shared memory where this system allows it (see `pool::Arena`);
+        // through the sockets otherwise, as fast as before it.
+        let arena = Arena::standard().ok();
+        if let Some(arena) = &arena {
+            env.push((env::ITEMS_ARENA.into(), arena.worker_path().into()));
+        }
+        let command = WorkerCommand { program, args: Vec::new(), env };
         let config = PoolConfig {
+            arena,
             workers,
             retries: self.retries.unwrap_or(2),
             // Each call decides what a failed item means to it.
@@ -211,6 +220,8 @@ pub struct Pool {
 
 #[derive(Debug)]
 pub(super) struct Inner {
+    /// Where a call's finished batches are written for the workers, if the pool has one.
+    pub(super) arena: Option<Arena>,
     /// To the feeder; `None` once closed.
     requests: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
     interrupts: mpsc::UnboundedSender<Interrupt>,
@@ -231,6 +242,7 @@ impl Pool {
     fn start(config: PoolConfig, batching: Batching, window: usize) -> Result<Pool, Error> {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (interrupts, interrupts_rx) = mpsc::unbounded_channel();
+        let arena = config.arena.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -250,6 +262,7 @@ impl Pool {
             })
             .map_err(Error::Runtime)?;
         let inner = Inner {
+            arena,
             requests: Mutex::new(Some(requests)),
             interrupts,
             thread: Mutex::new(Some(thread)),
