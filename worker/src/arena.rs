@@ -17,10 +17,14 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    /// Maps the arena named by [`env::ITEMS_ARENA`]: `Ok(None)` if the variable is unset (the
-    /// pool sends every batch through the socket), an error if it names nothing mappable.
+    /// Maps the arena named by [`env::ITEMS_ARENA`]: `Ok(None)` if the variable is unset or
+    /// empty (the pool sends every batch through the socket), an error if it names nothing
+    /// mappable.
     pub fn from_env() -> Result<Option<Mapped>, String> {
-        let Some(path) = std::env::var_os(env::ITEMS_ARENA) else { return Ok(None) };
+        let path = std::env::var_os(env::ITEMS_ARENA).unwrap_or_default();
+        if path.is_empty() {
+            return Ok(None);
+        }
         Mapped::open(std::path::Path::new(&path)).map(Some)
     }
 

@@ -180,9 +180,10 @@ impl PoolBuilder {
         // Batches go through shared memory where this system allows it (see `pool::Arena`);
         // through the sockets otherwise, as fast as before it.
         let arena = Arena::standard().ok();
-        if let Some(arena) = &arena {
-            env.push((env::ITEMS_ARENA.into(), arena.worker_path().into()));
-        }
+        // Set either way: a value inherited from this process's own environment (a pool built
+        // inside a worker) is never taken for this pool's.
+        let path = arena.as_ref().map(Arena::worker_path).unwrap_or_default();
+        env.push((env::ITEMS_ARENA.into(), path.into()));
         let command = WorkerCommand { program, args: Vec::new(), env };
         let config = PoolConfig {
             arena,
