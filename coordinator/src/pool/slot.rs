@@ -94,8 +94,18 @@ pub fn start(
     tokio::spawn(async move {
         let measure_memory = spec.measure_memory;
         let arena = spec.arena.clone();
-        let mut slot =
-            Slot { id, cmds, events, note: None, kill_at: None, pid: None, measure_memory, arena };
+        let own = forked.is_some() || spec.is_own_worker();
+        let mut slot = Slot {
+            id,
+            cmds,
+            events,
+            note: None,
+            kill_at: None,
+            pid: None,
+            measure_memory,
+            arena,
+            own,
+        };
         let started = match forked {
             Some(connecting) => Ok(connecting),
             None => process::spawn(&spec, id, number).map(register),
@@ -125,6 +135,9 @@ struct Slot {
     measure_memory: bool,
     /// Where batches of items lie for this worker to read, if its pool has an arena.
     arena: Option<Arena>,
+    /// The worker is this program's own, which knows every task the coordinator accepts: it
+    /// is ready as soon as it is welcomed (see [`Slot::run`]).
+    own: bool,
 }
 
 impl Slot {
@@ -141,6 +154,13 @@ impl Slot {
         if let Err(err) = conn.writer.send(&ToWorker::Welcome(welcome)).await {
             self.note = Some(format!("handshake failed: {err}"));
             return reap_killed(child).await;
+        }
+        if self.own {
+            // Our own worker can only accept the job (a refusal would be a bug, and it still
+            // ends the run): its first units go out now, behind the welcome, instead of a
+            // round trip later, after its `Ready`. That wait was a sleep and a wake-up on each
+            // side, per worker, on a tiny job's critical path.
+            let _ = self.events.send(Event::Ready { id: self.id });
         }
         self.serve(child, *conn).await
     }
@@ -304,6 +324,8 @@ impl Slot {
                 Event::Done { id, tag: chunk, items, output: payload, rss }
             }
             Incoming::Other(FromWorker::Progress(p)) => Event::Progress { id, tag: p.chunk },
+            // Ready since its welcome (see `run`).
+            Incoming::Other(FromWorker::Ready) if self.own => return Ok(()),
             Incoming::Other(FromWorker::Ready) => Event::Ready { id },
             Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
             Incoming::Other(FromWorker::Broken(broken)) => {
