@@ -5,6 +5,11 @@
 /// by a user; `powerpool tasks` does not list them.
 pub const TEST_TASKS_ENV: &str = "POWERPOOL_TEST_TASKS";
 
+/// With [`TEST_TASKS_ENV`] set to `1`: the slot numbers (comma-separated) of the first
+/// workers the zygote is to report it could not fork, so that tests reach the path where they
+/// are executed instead.
+pub const TEST_FAIL_FORK_ENV: &str = "POWERPOOL_TEST_FAIL_FORK";
+
 /// What a task takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskKind {

@@ -143,6 +143,23 @@ fn forked_workers_are_born_connected_and_a_socket_is_made_only_for_an_executed_o
 }
 
 #[test]
+fn workers_the_zygote_could_not_fork_are_executed_and_the_run_stays_exact() {
+    // The zygote reports workers 2 and 4 (the last, which it would have become itself) as not
+    // forked: each slot is told so as its answer comes, the socket is made for them, and they
+    // are executed while the others already work.
+    let rt = TempDir::new("fork-failed");
+    let out = run(powerpool(["-vv", "map", "square", "--range", "0..20000", "--workers", "4"])
+        .env("XDG_RUNTIME_DIR", &rt.0)
+        .env(powerpool_shared::task::TEST_TASKS_ENV, "1")
+        .env(powerpool_shared::task::TEST_FAIL_FORK_ENV, "2,4"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 20000), "output changed by the executed workers");
+    assert_eq!(stderr.matches("the zygote could not fork a worker").count(), 2, "{stderr}");
+    assert!(rt.entries().is_empty(), "socket directory left behind: {:?}", rt.entries());
+}
+
+#[test]
 fn an_executed_worker_connects_to_the_socket_whatever_connection_fd_the_caller_had() {
     // A caller's environment naming a connection descriptor (say, a script started from a
     // forked worker's task) must not make an executed worker take that descriptor.

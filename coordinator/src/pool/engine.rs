@@ -74,6 +74,11 @@ pub enum Event {
         id: u64,
         reason: String,
     },
+    /// The zygote could not fork this worker: its slot waits to execute one instead (the
+    /// supervisor opens the socket for it; the engine never sees this).
+    ForkFailed {
+        id: u64,
+    },
     /// The worker's process ended (always the last event of a worker).
     Exited {
         id: u64,
@@ -365,6 +370,7 @@ impl Engine {
                 }
             }
             Event::Exited { id, exit, note } => self.on_exit(id, exit, note, now),
+            Event::ForkFailed { .. } => {}
             Event::ConnectionRefused(why) => {
                 tracing::warn!("refused a connection: {why}");
                 self.last_refusal = Some(why);

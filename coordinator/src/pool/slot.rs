@@ -8,7 +8,8 @@ use super::arena::Arena;
 use super::engine::{Dispatch, Event};
 use super::held::{Batch, Segment};
 use super::listener::{self, Authenticated, Registration, HANDSHAKE_TIMEOUT};
-use super::process::{self, Exit, SpawnSpec, Worker};
+use super::process::{self, Exit, Forked, SpawnSpec, Worker};
+use super::zygote::Answer;
 use powerpool_shared::codec::{self, Incoming, ItemsFrame};
 use powerpool_shared::transport::{self, FrameReader, FrameWriter, Half};
 use powerpool_shared::{FromWorker, ItemsAt, ToWorker, Welcome, MAX_BODY_PIECE, TOKEN_LEN};
@@ -50,21 +51,26 @@ pub enum SlotCmd {
     Terminate,
     /// End the worker at once.
     Kill,
+    /// The zygote could not fork this slot's worker: execute one, connecting to the socket
+    /// this spec names.
+    Exec(Arc<SpawnSpec>),
 }
 
 /// How a slot's connection comes: from the listener, which checked it, or from the worker's
 /// own socket pair, checked here.
 type Connecting = Pin<Box<dyn Future<Output = Result<Authenticated, String>> + Send>>;
 
-/// Starts a slot task: spawns the worker process (unless the zygote `forked` it already, with
-/// the coordinator's end of its connection) and serves it. An executed worker's connection
-/// arrives from the listener; a forked one's handshake is checked against `token` here. Its
-/// events go to `events`, tagged with nothing but their own id.
+/// Starts a slot task: spawns the worker process (unless the zygote is forking it: `forked`
+/// brings its pid and the coordinator's end of its connection when it is born) and serves it.
+/// An executed worker's connection arrives from the listener; a forked one's handshake is
+/// checked against `token` here. If the zygote could not fork it, the slot says so
+/// (`Event::ForkFailed`) and executes a worker when told where it is to connect
+/// (`SlotCmd::Exec`). Its events go to `events`, tagged with nothing but their own id.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     id: u64,
     number: u64,
-    forked: Option<(Worker, OwnedFd)>,
+    forked: Option<Answer>,
     token: [u8; TOKEN_LEN],
     spec: Arc<SpawnSpec>,
     welcome: Welcome,
@@ -78,7 +84,7 @@ pub fn start(
         let _ = listener.send(Registration { worker_id: id, pid, conn: conn_tx });
         (worker, Box::pin(async move { conn.await.map_err(|_| "the listener stopped".into()) }))
     };
-    let forked = forked.map(|(worker, conn)| -> (Worker, Connecting) {
+    let born = move |pid: u32, conn: OwnedFd| -> (Worker, Connecting) {
         let check = async move {
             let stream = transport::from_fd(conn).map_err(|e| format!("its connection: {e}"))?;
             let checked = listener::check(stream, &token).await?;
@@ -88,8 +94,8 @@ pub fn start(
                 Err(format!("it said hello as worker {}, not {id}", checked.worker_id))
             }
         };
-        (worker, Box::pin(check))
-    });
+        (Worker::Forked(Forked::new(pid)), Box::pin(check))
+    };
     // An ordinary async task (never spawn_blocking): see `process` on PR_SET_PDEATHSIG.
     tokio::spawn(async move {
         let measure_memory = spec.measure_memory;
@@ -107,8 +113,22 @@ pub fn start(
             own,
         };
         let started = match forked {
-            Some(connecting) => Ok(connecting),
             None => process::spawn(&spec, id, number).map(register),
+            Some(answer) => match answer.await {
+                Ok(Ok((pid, conn))) => Ok(born(pid, conn)),
+                failed => {
+                    let why = failed.map_or_else(
+                        |_| "no answer".to_owned(),
+                        |e| e.err().map(|e| e.to_string()).unwrap_or_default(),
+                    );
+                    tracing::debug!(id, "the zygote could not fork a worker: {why}");
+                    let _ = slot.events.send(Event::ForkFailed { id });
+                    match slot.wait_for_exec().await {
+                        Some(spec) => process::spawn(&spec, id, number).map(register),
+                        None => Err(std::io::Error::other("the run ended before it started")),
+                    }
+                }
+            },
         };
         let exit = match started {
             Ok((mut child, conn)) => slot.run(&mut child, welcome, conn).await,
@@ -141,6 +161,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// Waits for the spec to execute a worker with, after the zygote failed to fork one;
+    /// `None` if the slot is to end first.
+    async fn wait_for_exec(&mut self) -> Option<Arc<SpawnSpec>> {
+        loop {
+            match self.cmds.recv().await {
+                Some(SlotCmd::Exec(spec)) => return Some(spec),
+                Some(SlotCmd::Send(_)) => {} // never sent before Ready
+                Some(SlotCmd::Shutdown | SlotCmd::Terminate | SlotCmd::Kill) | None => return None,
+            }
+        }
+    }
+
     async fn run(&mut self, child: &mut Worker, welcome: Welcome, conn: Connecting) -> Exit {
         if let Some(pid) = child.id() {
             let _ = self.events.send(Event::Spawned { id: self.id, pid });
@@ -187,7 +219,7 @@ impl Slot {
                     };
                 }
                 cmd = self.cmds.recv() => match cmd {
-                    Some(SlotCmd::Send(_)) => {} // never sent before Ready
+                    Some(SlotCmd::Send(_) | SlotCmd::Exec(_)) => {} // never sent before Ready
                     Some(SlotCmd::Shutdown | SlotCmd::Terminate | SlotCmd::Kill) | None => {
                         return Err(None);
                     }
@@ -274,6 +306,7 @@ impl Slot {
                         self.kill_by(Instant::now() + TERM_GRACE);
                     }
                     Some(SlotCmd::Kill) | None => process::kill_group(child),
+                    Some(SlotCmd::Exec(_)) => {} // only before a worker is started
                 },
                 frame = reader.next_frame(), if reading => match frame {
                     Ok(Some(body)) => {

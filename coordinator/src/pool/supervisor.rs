@@ -7,7 +7,7 @@ use super::engine::{Action, Engine, Event};
 use super::job::{Job, ResultSender, Work};
 use super::listener::{self, SocketDir};
 use super::listening::Listening;
-use super::process::{Forked, SpawnSpec, Worker};
+use super::process::SpawnSpec;
 use super::slot::{self, SlotCmd};
 use super::zygote::{self, Zygote};
 use super::{Observers, PoolError, Stats, Stop};
@@ -15,7 +15,6 @@ use crate::signal::Interrupt;
 use powerpool_shared::env::to_hex;
 use powerpool_shared::{Input, Welcome, TOKEN_LEN};
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -207,15 +206,22 @@ impl Shell {
                 self.numbers.free(*id);
                 self.slots.remove(id);
             }
+            if let Event::ForkFailed { id } = event {
+                // Executed instead, as the zygote could not fork it: the socket is opened for
+                // it if it is the run's first executed worker.
+                self.listen(id)?;
+                self.tell(id, SlotCmd::Exec(Arc::clone(&self.spec)));
+                continue;
+            }
             self.engine.handle(event, Instant::now());
         }
     }
 
-    /// The first workers of the run, by their ids: their numbers, and each one the zygote
-    /// forked (a worker it could not fork is spawned as any other). Empty once the zygote is
-    /// used, or where there is none. Workers asked for early that the engine does not spawn
-    /// are ended.
-    fn fork_wave(&mut self, actions: &[Action]) -> HashMap<u64, (u64, Option<(Worker, OwnedFd)>)> {
+    /// The first workers of the run, by their ids: their numbers, and each one's answer from
+    /// the zygote, which comes as the zygote forks it (a worker it could not fork is executed
+    /// instead: `Event::ForkFailed`). Empty once the zygote is used, or where there is none.
+    /// Workers asked for early that the engine does not spawn are ended.
+    fn fork_wave(&mut self, actions: &[Action]) -> HashMap<u64, (u64, zygote::Answer)> {
         let ids: Vec<u64> = actions
             .iter()
             .filter_map(|a| if let Action::Spawn { id } = a { Some(*id) } else { None })
@@ -233,25 +239,14 @@ impl Shell {
             }
         };
         let asked_for = asked.workers.clone();
-        let mut answers = asked.answers().into_iter();
-        for (id, number) in asked_for {
-            let answer = answers.next();
+        for ((id, number), answer) in asked_for.into_iter().zip(asked.answer_each()) {
             if !ids.contains(&id) {
-                if let Some(Ok((pid, _))) = answer {
-                    zygote::end(pid as libc::pid_t);
-                }
+                // Dropping its receiver ends the worker when its answer comes.
+                drop(answer);
                 continue;
             }
             self.numbers.set(id, number);
-            let forked = match answer {
-                Some(Ok((pid, conn))) => Some((Worker::Forked(Forked::new(pid)), conn)),
-                Some(Err(err)) => {
-                    tracing::debug!(id, "the zygote could not fork a worker: {err}");
-                    None
-                }
-                None => None,
-            };
-            wave.insert(id, (number, forked));
+            wave.insert(id, (number, answer));
         }
         wave
     }
@@ -265,7 +260,7 @@ impl Shell {
             match action {
                 Action::Spawn { id } => {
                     let (number, forked) = match wave.remove(&id) {
-                        Some(started) => started,
+                        Some((number, answer)) => (number, Some(answer)),
                         None => (self.numbers.take(id), None),
                     };
                     if forked.is_none() {

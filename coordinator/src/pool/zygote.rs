@@ -31,11 +31,17 @@
 //!   coordinator killed at any moment leaves no zygote behind.
 
 use super::shown::Shown;
-use super::zygote_wire::{decode, encode, peek_len, recv, recv_fd, send, send_fd, timeout};
+use super::zygote_wire::{
+    decode, encode, peek_len, recv, recv_fd, send, send_fd, timeout, try_recv_fd, ANSWER_TIMEOUT_S,
+};
 use powerpool_shared::{env, TOKEN_LEN};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::oneshot;
 
 /// The largest request: the variables of a run and each worker's id and slot number.
 const MAX_REQUEST: usize = 64 << 10;
@@ -113,7 +119,7 @@ impl Drop for Zygote {
 
 impl Zygote {
     /// Asks for the workers `(id, number)` with the variables `vars`: the zygote forks them
-    /// while the caller goes on; [`Asked::answers`] collects what it did.
+    /// while the caller goes on; [`Asked::answer_each`] delivers what it did.
     pub fn ask(self, vars: &[(&str, String)], workers: Vec<(u64, u64)>) -> Asked {
         let request = encode(vars, &workers);
         let sent = timeout(&self.socket).and_then(|()| send(&self.socket, &request)).is_ok();
@@ -131,49 +137,128 @@ pub struct Asked {
 }
 
 impl Asked {
-    /// Each worker's pid and the coordinator's end of its connection (a socket pair: no path,
-    /// no listener), in the order asked, or why it was not forked. Workers it gives no answer
-    /// for were not forked.
-    pub fn answers(mut self) -> Vec<io::Result<(u32, OwnedFd)>> {
-        self.collect()
-    }
-
-    /// Reads the answers (once: the zygote's handle is taken); see [`Asked::answers`].
+    /// Reads the answers, blocking (once: the zygote's handle is taken): each worker's pid and
+    /// the coordinator's end of its connection, in the order asked, or why it was not forked.
+    /// Workers it gives no answer for were not forked.
     fn collect(&mut self) -> Vec<io::Result<(u32, OwnedFd)>> {
         let Some(mut zygote) = self.zygote.take() else { return Vec::new() };
         let mut forked = Vec::with_capacity(self.workers.len());
         while self.sent && forked.len() < self.workers.len() {
             let mut answer = [0u8; 4];
-            let conn = match recv_fd(&zygote.socket, &mut answer) {
-                Ok((4, conn)) => conn,
+            match recv_fd(&zygote.socket, &mut answer) {
+                Ok((4, conn)) => forked.push(zygote.take_answer(answer, conn)),
                 _ => break,
+            }
+        }
+        zygote
+            .settle(forked.len() == self.workers.len() && forked.last().is_some_and(Result::is_ok));
+        forked
+    }
+
+    /// Reads the answers as the zygote sends them, on a task of the current runtime, so that
+    /// the run goes on meanwhile: each worker asked for gets its own answer as soon as it is
+    /// forked (its slot checks its hello and sends its first units while its siblings are
+    /// still being forked), in the order asked. A worker whose answer no one takes is ended.
+    pub fn answer_each(mut self) -> Vec<Answer> {
+        let (senders, answers): (Vec<_>, Vec<_>) =
+            self.workers.iter().map(|_| oneshot::channel()).unzip();
+        if let Some(zygote) = self.zygote.take() {
+            tokio::spawn(read_answers(zygote, self.sent, senders));
+        }
+        answers
+    }
+}
+
+/// One worker's answer from the zygote, delivered as it comes: its pid and the coordinator's
+/// end of its connection, or why it was not forked.
+pub type Answer = oneshot::Receiver<io::Result<(u32, OwnedFd)>>;
+
+/// Reads the zygote's answers without blocking, within the same time limit as
+/// [`Asked::answers`], and hands each to its receiver.
+async fn read_answers(
+    mut zygote: Zygote,
+    sent: bool,
+    senders: Vec<oneshot::Sender<io::Result<(u32, OwnedFd)>>>,
+) {
+    let count = senders.len();
+    // SAFETY: an OwnedFd (a duplicate of the zygote's socket, so the zygote keeps its own)
+    // keeps its one descriptor open until the AsyncFd drops it.
+    let ready = zygote.socket.try_clone().and_then(|fd| {
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(ANSWER_TIMEOUT_S as u64);
+    let mut answered = 0;
+    let mut last_ok = false;
+    if let (true, Ok(ready)) = (sent, ready) {
+        let mut senders = senders.into_iter();
+        while answered < count {
+            let mut answer = [0u8; 4];
+            let got = loop {
+                match try_recv_fd(&zygote.socket, &mut answer) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match tokio::time::timeout_at(deadline, ready.readable()).await {
+                            Ok(Ok(mut guard)) => guard.clear_ready(),
+                            _ => break None,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break Some(other),
+                }
             };
-            forked.push(match (i32::from_le_bytes(answer), conn) {
-                (pid, Some(conn)) if pid > 0 => Ok((pid as u32, conn)),
-                (pid, None) if pid > 0 => {
-                    // A worker without its connection is no use: ended and reaped here (if it
-                    // is the zygote itself, its handle must not reap that pid again).
-                    end(pid);
-                    if pid == zygote.pid {
+            let Some(Ok((4, conn))) = got else { break };
+            let forked = zygote.take_answer(answer, conn);
+            answered += 1;
+            last_ok = forked.is_ok();
+            if let Some(sender) = senders.next() {
+                if let Err(Ok((pid, _))) = sender.send(forked) {
+                    // Its slot is gone (the run ended first): nobody else would reap it.
+                    if pid as libc::pid_t == zygote.pid {
                         zygote.pid = 0;
                     }
-                    Err(io::Error::other("the zygote sent no connection for a worker"))
+                    end(pid as libc::pid_t);
                 }
-                (errno, _) => Err(io::Error::from_raw_os_error(-errno)),
-            });
+            }
         }
-        if forked.len() == self.workers.len() && forked.last().is_some_and(|last| last.is_ok()) {
-            // The zygote is the last worker now: its slot reaps it.
-            zygote.pid = 0;
+    }
+    // Receivers left without an answer hear that their sender is gone.
+    zygote.settle(answered == count && last_ok);
+}
+
+impl Zygote {
+    /// One answer read from the zygote: a forked worker (made its own group leader from here
+    /// too), or why it could not be.
+    fn take_answer(
+        &mut self,
+        answer: [u8; 4],
+        conn: Option<OwnedFd>,
+    ) -> io::Result<(u32, OwnedFd)> {
+        match (i32::from_le_bytes(answer), conn) {
+            (pid, Some(conn)) if pid > 0 => {
+                // The worker makes itself a group leader too; doing it here as well means no
+                // signal to its group can miss it, whichever of the two runs first.
+                // SAFETY: setpgid touches no memory; the pid is our child, not exec'd.
+                unsafe { libc::setpgid(pid, pid) };
+                Ok((pid as u32, conn))
+            }
+            (pid, None) if pid > 0 => {
+                // A worker without its connection is no use: ended and reaped here (if it is
+                // the zygote itself, its handle must not reap that pid again).
+                end(pid);
+                if pid == self.pid {
+                    self.pid = 0;
+                }
+                Err(io::Error::other("the zygote sent no connection for a worker"))
+            }
+            (errno, _) => Err(io::Error::from_raw_os_error(-errno)),
         }
-        // Otherwise it died or stalled before it became the last worker: dropping it ends it.
-        for (pid, _) in forked.iter().flatten() {
-            // The worker makes itself a group leader too; doing it here as well means no
-            // signal to its group can miss it, whichever of the two runs first.
-            // SAFETY: setpgid touches no memory; the pid is our child, which has not exec'd.
-            unsafe { libc::setpgid(*pid as libc::pid_t, *pid as libc::pid_t) };
+    }
+
+    /// After its answers: if all came and the last was a worker, the zygote is that worker now
+    /// (its slot reaps it); otherwise it died or stalled before, and dropping it ends it.
+    fn settle(mut self, became_last: bool) {
+        if became_last {
+            self.pid = 0;
         }
-        forked
     }
 }
 
@@ -245,7 +330,14 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
         std::env::set_var(key, value);
     }
     let Some((&last, first)) = workers.split_last() else { exit(0) };
+    let refused = refused_in_tests();
     for &(id, number) in first {
+        if refused.contains(&number) {
+            if send(&socket, &(-libc::EAGAIN).to_le_bytes()).is_err() {
+                exit(0);
+            }
+            continue;
+        }
         // Each worker's connection is a socket pair: the child keeps one end, the coordinator
         // is sent the other with the child's pid.
         let (ours, its) = match connection_pair() {
@@ -288,6 +380,10 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
             exit(0);
         }
     }
+    if refused.contains(&last.1) {
+        let _ = send(&socket, &(-libc::EAGAIN).to_le_bytes());
+        exit(0);
+    }
     let Ok((ours, its)) = connection_pair() else { exit(0) };
     set_ids(last.0, last.1, its.as_raw_fd(), shown.as_ref());
     // SAFETY: getpid has no preconditions.
@@ -298,6 +394,17 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
     drop(ours);
     drop(socket);
     worker(registry, its)
+}
+
+/// The slot numbers the tests want reported as not forked (`TEST_FAIL_FORK_ENV`, honoured only
+/// with the hidden test tasks enabled); none otherwise.
+fn refused_in_tests() -> Vec<u64> {
+    use powerpool_shared::task::{TEST_FAIL_FORK_ENV, TEST_TASKS_ENV};
+    if std::env::var_os(TEST_TASKS_ENV).is_none_or(|v| v != "1") {
+        return Vec::new();
+    }
+    let numbers = std::env::var(TEST_FAIL_FORK_ENV).unwrap_or_default();
+    numbers.split(',').filter_map(|n| n.trim().parse().ok()).collect()
 }
 
 /// Raises this process's soft limit on open descriptors to its hard limit. Each connection

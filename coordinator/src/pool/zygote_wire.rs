@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// How long the coordinator waits for the zygote's answer before it executes the workers.
-const ANSWER_TIMEOUT_S: libc::time_t = 5;
+pub(super) const ANSWER_TIMEOUT_S: libc::time_t = 5;
 
 pub(super) fn timeout(socket: &OwnedFd) -> io::Result<()> {
     let limit = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
@@ -91,6 +91,22 @@ impl Control {
 
 /// Receives one message into `buf`, and the descriptor attached to it if any (close-on-exec).
 pub(super) fn recv_fd(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    recv_fd_with(socket, buf, 0)
+}
+
+/// [`recv_fd`], or `WouldBlock` at once if no message is waiting.
+pub(super) fn try_recv_fd(
+    socket: &OwnedFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<OwnedFd>)> {
+    recv_fd_with(socket, buf, libc::MSG_DONTWAIT)
+}
+
+fn recv_fd_with(
+    socket: &OwnedFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut control = Control::new();
     loop {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -102,7 +118,7 @@ pub(super) fn recv_fd(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Op
             msg.msg_iovlen = 1;
             msg.msg_control = control.buf.as_mut_ptr().cast();
             msg.msg_controllen = std::mem::size_of_val(&control.buf) as _;
-            let got = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            let got = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags);
             (got, msg)
         };
         match got {
