@@ -199,7 +199,9 @@ impl Slot {
 
     /// Phase 1: waits for this worker's authenticated connection (the listener checked that it
     /// comes from the process this slot started, or it is the worker's own socket pair).
-    /// `Err(Some(exit))`: the worker exited; `Err(None)`: it is to be killed and reaped.
+    /// `Err(Some(exit))`: the worker exited; `Err(None)`: it is killed (already: before its
+    /// connection is dropped, or a worker whose hello is still unread would see the connection
+    /// reset and report it as an error on its way out) and is to be reaped.
     async fn connect(
         &mut self,
         child: &mut Worker,
@@ -221,6 +223,7 @@ impl Slot {
                 cmd = self.cmds.recv() => match cmd {
                     Some(SlotCmd::Send(_) | SlotCmd::Exec(_)) => {} // never sent before Ready
                     Some(SlotCmd::Shutdown | SlotCmd::Terminate | SlotCmd::Kill) | None => {
+                        process::kill_group(child);
                         return Err(None);
                     }
                 },
@@ -230,6 +233,7 @@ impl Slot {
                 }
                 () = &mut deadline => {
                     self.note = Some(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
+                    process::kill_group(child);
                     return Err(None);
                 }
             }
