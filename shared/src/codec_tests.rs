@@ -63,6 +63,11 @@ fn golden_encodings() {
             + "010000000000000061"
             + "0000000000000000"
     );
+    // Protocol 6: a worker without the arena (variant 7).
+    assert_eq!(
+        body_hex(&FromWorker::NoArena(Fatal { reason: "no".into() })),
+        "0700000002000000000000006e6f"
+    );
     // Protocol 6: variant 6, tag 4, first item 7, 2 items, one extent (offset 16, 25 bytes).
     let at = ToWorker::ItemsAt(ItemsAt { chunk: 4, first: 7, count: 2, extents: vec![(16, 25)] });
     assert_eq!(
@@ -215,6 +220,7 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
         ".{0,40}".prop_map(|reason| FromWorker::Broken(Fatal { reason })),
         (any::<u64>(), any::<u64>())
             .prop_map(|(chunk, done)| FromWorker::Progress(UnitProgress { chunk, done })),
+        ".{0,40}".prop_map(|reason| FromWorker::NoArena(Fatal { reason })),
     ]
 }
 

@@ -16,8 +16,9 @@ pub const SLOT: &str = "POWERPOOL_SLOT";
 /// The coordinator's pid; a worker whose parent is no longer this pid exits at once.
 pub const COORDINATOR_PID: &str = "POWERPOOL_COORDINATOR_PID";
 
-/// Where a typed worker opens its pool's item arena read-only (`/proc/<pid>/fd/<n>`): a
-/// memory file the coordinator writes batches into, sent as [`crate::ToWorker::ItemsAt`].
+/// The typed pool's item arena, as `NONCE_HEX:PATH`: a memory file the coordinator writes
+/// batches into (sent as [`crate::ToWorker::ItemsAt`]), which the worker opens read-only at
+/// `PATH` (`/proc/<pid>/fd/<n>`) and checks to start with the nonce. Empty: no arena.
 pub const ITEMS_ARENA: &str = "POWERPOOL_ITEMS_ARENA";
 
 /// The soft open-file limit the coordinator started with, set when it raised its own: the

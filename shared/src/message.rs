@@ -107,6 +107,9 @@ pub enum FromWorker {
     /// item, so a slow batch is not killed for being a batch. Sent only when an item took a
     /// while, never once per item of a fast batch.
     Progress(UnitProgress),
+    /// The worker cannot use the item arena it was given (why): its batches must come as
+    /// `Items`, through the socket. Sent before `Ready`.
+    NoArena(Fatal),
 }
 
 /// How far a worker got in a unit.
@@ -269,6 +272,7 @@ impl fmt::Debug for FromWorker {
             FromWorker::Failed(m) => m.fmt(f),
             FromWorker::Broken(m) => f.debug_tuple("Broken").field(m).finish(),
             FromWorker::Progress(m) => m.fmt(f),
+            FromWorker::NoArena(m) => f.debug_tuple("NoArena").field(m).finish(),
         }
     }
 }

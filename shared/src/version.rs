@@ -11,7 +11,8 @@
 //!   `FromWorker::Broken` (a contract broken after results were sent: the run stops).
 //! - 5: `FromWorker::Progress`: how many items of a unit are done, so deadlines run per item.
 //! - 6: `ToWorker::ItemsAt`: a batch of items lying in the typed pool's shared item arena
-//!   (`POWERPOOL_ITEMS_ARENA`), sent as where it lies instead of as its bytes.
+//!   (`POWERPOOL_ITEMS_ARENA`), sent as where it lies instead of as its bytes;
+//!   `FromWorker::NoArena`: a worker that cannot use the arena says why.
 
 /// Bumped whenever any message's encoding changes. A worker of another version is refused in the
 /// handshake with a message that names both versions.

@@ -71,6 +71,7 @@ impl Config {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(worker_id.saturating_add(1));
+        crate::arena::take_from_env();
         // What a task starts must not inherit the secret, nor be taken for a worker.
         for name in [
             env::SOCKET,

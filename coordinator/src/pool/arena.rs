@@ -13,12 +13,18 @@
 //! - **Exhaustion.** When no slab is free (slow items, a huge window) or a batch is larger
 //!   than a slab, the batch stays on the heap and goes through the socket as before: the arena
 //!   only ever speeds things up.
-//! - **Access.** The workers open the file through `/proc/<pid>/fd/<n>` read-only, so a
-//!   worker cannot write into another's batches even by mistake (`mprotect` cannot make a
-//!   read-only file's mapping writable). Any process of the same user could open it too, as it
-//!   could read this process's memory: nothing new is exposed.
-//! - **Size.** Its pages are resident once touched, in every process that maps them; the free
-//!   list is last-in first-out, so a run touches only as many slabs as it keeps in flight.
+//! - **Access.** The workers open the file through `/proc/<pid>/fd/<n>` read-only and read
+//!   batches from it (`pread`), so a worker cannot write into another's batches, holds no
+//!   shared pages (its resident memory stays its own), and never reads memory as it is
+//!   written. Any process of the same user could open it too, as it could read this
+//!   process's memory: nothing new is exposed. The file starts with a random nonce the
+//!   workers are given with its path, so a path that names another file (a PID namespace
+//!   without its own `/proc`) is refused; so is a file whose size is not sealed.
+//! - **Fallback.** A worker that cannot open it (this process is not dumpable, as after a
+//!   daemon drops privileges; `/proc` is not this namespace's) says why (`NoArena`) before
+//!   `Ready`, and its slot sends it every batch through its socket: slower, never broken.
+//! - **Size.** Its pages are resident once touched (in this process only); the free list is
+//!   last-in first-out, so a run touches only as many slabs as it keeps in flight.
 
 use bytes::Bytes;
 use std::io;
@@ -30,6 +36,10 @@ pub const SLAB: usize = 128 << 10;
 /// Slabs in an arena: 16 MiB of address space, resident only as far as used; a call's
 /// window of small items (32,768) fills about 32.
 pub const SLABS: usize = 128;
+/// The page before the first slab, which starts with the nonce.
+const HEADER: usize = 4096;
+/// The nonce's length.
+const NONCE_LEN: usize = 16;
 
 /// A memory file mapped into this process, cut into slabs. Cheap to clone.
 #[derive(Clone)]
@@ -47,6 +57,7 @@ struct Shared {
     base: *mut u8,
     size: usize,
     slab: usize,
+    nonce: [u8; NONCE_LEN],
     /// Free slab numbers; the last freed is taken first.
     free: Mutex<Vec<u32>>,
     file: OwnedFd,
@@ -79,7 +90,7 @@ impl AsRef<[u8]> for Slab {
         // written before this `Slab` was made and is not written again until it is freed.
         unsafe {
             std::slice::from_raw_parts(
-                self.shared.base.add(self.index as usize * self.shared.slab),
+                self.shared.base.add(HEADER + self.index as usize * self.shared.slab),
                 self.len,
             )
         }
@@ -100,8 +111,11 @@ impl Arena {
     pub fn new(slabs: usize, slab: usize) -> io::Result<Arena> {
         let size = slabs
             .checked_mul(slab)
+            .and_then(|slabs| slabs.checked_add(HEADER))
             .filter(|_| slabs <= u32::MAX as usize)
             .ok_or_else(|| io::Error::other("arena too large"))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(io::Error::other)?;
         // SAFETY: memfd_create reads the name we pass; the descriptor it returns is ours.
         let fd = unsafe {
             libc::memfd_create(
@@ -142,8 +156,10 @@ impl Arena {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: the mapping is `size` bytes long, more than the nonce.
+        unsafe { std::ptr::copy_nonoverlapping(nonce.as_ptr(), base.cast::<u8>(), NONCE_LEN) };
         let free = (0..slabs as u32).rev().collect();
-        let shared = Shared { base: base.cast(), size, slab, free: Mutex::new(free), file };
+        let shared = Shared { base: base.cast(), size, slab, nonce, free: Mutex::new(free), file };
         Ok(Arena { shared: Arc::new(shared) })
     }
 
@@ -152,10 +168,11 @@ impl Arena {
         Arena::new(SLABS, SLAB)
     }
 
-    /// Where a worker of this process opens the arena (read-only): its value of
-    /// [`powerpool_shared::env::ITEMS_ARENA`].
+    /// How a worker of this process finds the arena and knows it: its value of
+    /// [`powerpool_shared::env::ITEMS_ARENA`], `NONCE_HEX:PATH`.
     pub fn worker_path(&self) -> String {
-        format!("/proc/{}/fd/{}", std::process::id(), self.shared.file.as_raw_fd())
+        let nonce = powerpool_shared::env::to_hex(&self.shared.nonce);
+        format!("{nonce}:/proc/{}/fd/{}", std::process::id(), self.shared.file.as_raw_fd())
     }
 
     /// `bytes` copied into a free slab, or `None` if none is free or they do not fit one.
@@ -166,7 +183,7 @@ impl Arena {
         let index = self.shared.free.lock().ok()?.pop()?;
         // SAFETY: the slab is inside the mapping, and free: nothing else reads or writes it.
         unsafe {
-            let at = self.shared.base.add(index as usize * self.shared.slab);
+            let at = self.shared.base.add(HEADER + index as usize * self.shared.slab);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
         }
         let slab = Slab { shared: Arc::clone(&self.shared), index, len: bytes.len() };
@@ -215,7 +232,11 @@ mod tests {
         assert_eq!((a[0], b[0]), (1, 2), "neither slab was overwritten");
         drop(b);
         let c = arena.fill(&[3]).expect("a freed slab is taken again");
-        assert_eq!(arena.extent(&c).map(|(o, _)| o), Some(64), "the last freed first");
+        assert_eq!(
+            arena.extent(&c).map(|(o, _)| o),
+            Some(HEADER as u64 + 64),
+            "the last freed first"
+        );
     }
 
     #[test]
@@ -225,30 +246,20 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_path_opens_read_only_and_cannot_be_mapped_writable() {
-        use std::os::fd::AsRawFd as _;
+    fn a_worker_reads_a_slab_through_its_path_after_the_nonce_and_cannot_write_it() {
+        use std::os::unix::fs::FileExt as _;
         let arena = Arena::new(1, 4096).expect("an arena");
-        let _slab = arena.fill(b"seen by the worker").expect("a slab");
-        let file = std::fs::File::open(arena.worker_path()).expect("opens read-only");
-        // SAFETY: a mapping of an open file, checked and unmapped below.
-        unsafe {
-            let ro = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(ro, libc::MAP_FAILED);
-            let seen = std::slice::from_raw_parts(ro.cast::<u8>(), 18);
-            assert_eq!(seen, b"seen by the worker");
-            assert_ne!(
-                libc::mprotect(ro, 4096, libc::PROT_READ | libc::PROT_WRITE),
-                0,
-                "a read-only file's shared mapping cannot be made writable"
-            );
-            libc::munmap(ro, 4096);
-        }
+        let slab = arena.fill(b"seen by the worker").expect("a slab");
+        let given = arena.worker_path();
+        let (nonce, path) = given.split_once(':').expect("NONCE:PATH");
+        let file = std::fs::File::open(path).expect("opens read-only");
+        let mut head = [0u8; NONCE_LEN];
+        file.read_exact_at(&mut head, 0).expect("reads");
+        assert_eq!(powerpool_shared::env::to_hex(&head), nonce);
+        let (offset, len) = arena.extent(&slab).expect("inside");
+        let mut seen = vec![0u8; len as usize];
+        file.read_exact_at(&mut seen, offset).expect("reads");
+        assert_eq!(seen, b"seen by the worker");
+        assert!(file.write_all_at(b"x", offset).is_err(), "opened read-only");
     }
 }

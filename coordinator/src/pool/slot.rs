@@ -363,6 +363,12 @@ impl Slot {
             Incoming::Other(FromWorker::Progress(p)) => Event::Progress { id, tag: p.chunk },
             // Ready since its welcome (see `run`).
             Incoming::Other(FromWorker::Ready) if self.own => return Ok(()),
+            Incoming::Other(FromWorker::NoArena(why)) => {
+                // Before its `Ready`, so before any batch: all of them go by socket.
+                tracing::debug!(id, "the worker cannot use the item arena: {}", why.reason);
+                self.arena = None;
+                return Ok(());
+            }
             Incoming::Other(FromWorker::Ready) => Event::Ready { id },
             Incoming::Other(FromWorker::Failed(failed)) => Event::Failed { id, failed },
             Incoming::Other(FromWorker::Broken(broken)) => {
