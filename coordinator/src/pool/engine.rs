@@ -692,10 +692,7 @@ impl Engine {
         let pid = self.answered(id, pos, now);
         self.restarts.answered();
         self.learn_batch_size(done.unit.len(), now.saturating_duration_since(began));
-        self.retire_if_due(id);
-        if self.workers.get(&id).is_some_and(|w| w.over_memory && w.in_flight.is_empty()) {
-            self.retire(id);
-        }
+        self.retire_after_answer(id);
         self.log(pid, &done, now, "done".to_owned());
         self.release(done.unit.first, done.unit.end, Outcome::Done(output));
     }
@@ -767,6 +764,16 @@ impl Engine {
                 }
             }
             None => tracing::warn!(first, end, "dropped a result already released"),
+        }
+    }
+
+    /// After any answer (a result or a caught failure): a worker that reached its quota, or
+    /// passed its memory limit, retires once its pipeline is empty. A worker left at its
+    /// quota without retiring would be given no work and never replaced: the run would hang.
+    pub(super) fn retire_after_answer(&mut self, id: u64) {
+        self.retire_if_due(id);
+        if self.workers.get(&id).is_some_and(|w| w.over_memory && w.in_flight.is_empty()) {
+            self.retire(id);
         }
     }
 

@@ -405,6 +405,42 @@ fn a_recycled_worker_is_replaced_at_once_and_its_exit_is_no_restart() {
 }
 
 #[test]
+fn a_worker_at_its_quota_retires_after_a_caught_failure_too() {
+    // One unit per worker, and the first unit's item panics (caught): the worker has answered
+    // its quota, so it is replaced, and the cut-out item and the rest still run. It used to be
+    // kept, given nothing, never replaced: the run hung.
+    let chunks = Chunks::new(0, 3, 1);
+    let cfg =
+        PoolConfig { max_tasks_per_worker: Some(1), keep_going: true, retries: 0, ..config(1) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.len(), 1);
+    let failed = ChunkFailed { chunk: sent[0].3, item: Some(0), reason: "boom".into() };
+    e.handle(Event::Failed { id: 0, failed }, now);
+    let actions = e.take_actions();
+    assert!(actions.contains(&Action::Shutdown { id: 0 }), "{actions:?}");
+    assert!(actions.contains(&Action::Spawn { id: 1 }), "{actions:?}");
+    e.handle(Event::Exited { id: 0, exit: Exit::Code(0), note: None }, now);
+    e.handle(Event::Spawned { id: 1, pid: 1001 }, now);
+    e.handle(Event::Ready { id: 1 }, now);
+    // Each further worker answers its one unit and is replaced, until the run ends.
+    let mut next = 1;
+    let mut sent = sends(&e.take_actions(), &chunks);
+    while e.take_end().is_none() {
+        assert_eq!(sent.len(), 1, "worker {next} gets one unit");
+        let (id, first, end, tag) = sent[0];
+        let items = end - first;
+        e.handle(Event::Done { id, tag, items, output: lines(items), rss: None }, now);
+        e.handle(Event::Exited { id, exit: Exit::Code(0), note: None }, now);
+        next += 1;
+        assert!(next < 10, "the run does not end");
+        sent = sends(&bring_up(&mut e, now), &chunks);
+    }
+    assert_eq!(e.stats.failed_count, 1);
+}
+
+#[test]
 fn a_first_interrupt_drains_the_units_in_flight_a_second_stops_at_once() {
     let (mut e, chunks) = range(1000, 10, 1);
     let now = t0();

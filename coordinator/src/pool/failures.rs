@@ -24,6 +24,7 @@ impl Engine {
         let attempt = w.in_flight[pos];
         let pid = self.answered(id, pos, now);
         self.restarts.answered();
+        self.retire_after_answer(id);
         let unit = attempt.unit;
         let at = failed.item.and_then(|x| self.offset_of(x, unit));
         tracing::warn!("worker pid {pid}: {}", failed.reason);
