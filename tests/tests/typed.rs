@@ -238,6 +238,39 @@ fn batches_travel_through_the_shared_arena_read_only() -> Result<(), Failed> {
     })
 }
 
+fn calls_after_the_pool_stopped_by_itself_are_told_why() -> Result<(), Failed> {
+    // Workers killed again and again before they did anything: the pool gives up. A call made
+    // afterwards names that reason, not a bare "the pool is closed" (the caller closed nothing).
+    let tag = unique("stopped");
+    let pool = tagged(1, &tag);
+    let first: Vec<i128> = pool.map(&SQUARE, 0..10).collect::<Result<_, _>>()?;
+    check(first.len() == 10, || "the pool works first".into())?;
+    // Idle workers killed as they come back, with no call in between (a call that gets
+    // answered would prove the workers do start), until no replacement comes for 2.5 s
+    // (longer than the longest wait before one, 1 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut kills, mut quiet) = (0, 0);
+    while quiet < 25 {
+        check(Instant::now() < deadline, || format!("the pool never gave up ({kills} kills)"))?;
+        let workers = processes_with_env("POWERPOOL_TEST_TAG", &tag);
+        quiet = if workers.is_empty() { quiet + 1 } else { 0 };
+        for pid in workers {
+            powerpool_tests::kill(pid, libc::SIGKILL);
+            kills += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reason = match pool.map(&SQUARE, 0..1).next() {
+        Some(Err(e)) => e.reason,
+        other => return Err(format!("a call after {kills} kills: {other:?}").into()),
+    };
+    check(reason.starts_with("the pool stopped: "), || format!("told: {reason}"))?;
+    match pool.map(&SQUARE, 0..1).next() {
+        Some(Err(e)) => check(e.reason == reason, || format!("then: {}", e.reason)),
+        other => Err(format!("a call after the end: {other:?}").into()),
+    }
+}
+
 fn large_inputs_among_small_ones_arrive_whole() -> Result<(), Failed> {
     // Items past 1 MiB travel alone, in pieces cut from the call's buffer; small ones around
     // them share batches.
@@ -610,6 +643,10 @@ fn main() {
         Trial::test(
             "a_worker_that_cannot_open_the_arena_gets_its_batches_by_socket",
             a_worker_that_cannot_open_the_arena_gets_its_batches_by_socket,
+        ),
+        Trial::test(
+            "calls_after_the_pool_stopped_by_itself_are_told_why",
+            calls_after_the_pool_stopped_by_itself_are_told_why,
         ),
         Trial::test(
             "large_inputs_among_small_ones_arrive_whole",

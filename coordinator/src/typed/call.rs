@@ -181,7 +181,7 @@ impl Call {
         let first_seq = self.sent - items.len() as u64;
         let batch = Batch { items, first_seq, route: self.route.clone() };
         if let Err(batch) = self.inner.send(batch) {
-            batch.fail_all("the pool is closed");
+            batch.fail_all(&self.inner.closed_reason());
         }
     }
 

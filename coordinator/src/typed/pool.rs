@@ -223,6 +223,8 @@ pub struct Pool {
 pub(super) struct Inner {
     /// Where a call's finished batches are written for the workers, if the pool has one.
     pub(super) arena: Option<Arena>,
+    /// Why the pool's run ended, once it has: what later calls are told.
+    stopped: Arc<Mutex<Option<String>>>,
     /// To the feeder; `None` once closed.
     requests: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
     interrupts: mpsc::UnboundedSender<Interrupt>,
@@ -244,6 +246,8 @@ impl Pool {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (interrupts, interrupts_rx) = mpsc::unbounded_channel();
         let arena = config.arena.clone();
+        let stopped = Arc::new(Mutex::new(None));
+        let why = Arc::clone(&stopped);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -254,7 +258,14 @@ impl Pool {
             .name("powerpool".into())
             .spawn(move || {
                 let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    runtime.block_on(serve(config, batching, requests_rx, interrupts_rx, routes))
+                    runtime.block_on(serve(
+                        config,
+                        batching,
+                        requests_rx,
+                        interrupts_rx,
+                        routes,
+                        why,
+                    ))
                 }));
                 if served.is_err() {
                     // A bug, never an answer: whoever waits gets an error, not a hang.
@@ -264,6 +275,7 @@ impl Pool {
             .map_err(Error::Runtime)?;
         let inner = Inner {
             arena,
+            stopped,
             requests: Mutex::new(Some(requests)),
             interrupts,
             thread: Mutex::new(Some(thread)),
@@ -305,6 +317,12 @@ impl Inner {
         }
     }
 
+    /// Why a call cannot be sent: the pool was closed, or why its run ended by itself.
+    pub(super) fn closed_reason(&self) -> String {
+        let stopped = self.stopped.lock().ok().and_then(|why| why.clone());
+        stopped.unwrap_or_else(|| "the pool is closed".to_owned())
+    }
+
     fn join(&self) {
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
@@ -330,18 +348,20 @@ async fn serve(
     mut requests: mpsc::UnboundedReceiver<Batch>,
     mut interrupts: mpsc::UnboundedReceiver<Interrupt>,
     routes: Routes,
+    stopped: Arc<Mutex<Option<String>>>,
 ) {
     // Four calls' batches of items (each at most `call::SEND_BATCH`) waiting at most.
     let (source_tx, source) = mpsc::channel::<pool::Run>(4);
     let (mut sender, receiver) = pool::results();
-    let (stop_feeding, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_feeding, mut feeding_stopped) = tokio::sync::oneshot::channel::<()>();
     let feeder_routes = routes.clone();
+    let feeder_why = Arc::clone(&stopped);
     let feeder = tokio::spawn(async move {
         let mut next = 0u64;
         loop {
             let batch = tokio::select! {
                 batch = requests.recv() => batch,
-                _ = &mut stopped => None,
+                _ = &mut feeding_stopped => None,
             };
             let Some(batch) = batch else { break };
             let first = next;
@@ -353,8 +373,10 @@ async fn serve(
         }
         // Whatever was sent and never fed gets the pool's end as its answer.
         requests.close();
+        let why = feeder_why.lock().ok().and_then(|why| why.clone());
+        let why = why.unwrap_or_else(|| "the pool stopped".to_owned());
         while let Ok(batch) = requests.try_recv() {
-            batch.fail_all("the pool stopped");
+            batch.fail_all(&why);
         }
     });
     let router = tokio::spawn(route_results(receiver, routes.clone()));
@@ -366,14 +388,18 @@ async fn serve(
     };
     let (_, result) = pool::run(job, &mut sender, &mut interrupts, &mut Observers::default()).await;
     sender.finish(result.is_ok());
-    let _ = stop_feeding.send(());
-    let _ = feeder.await;
-    let _ = router.await;
     let why = match result {
         Ok(()) => "the pool was closed".to_owned(),
         Err(crate::pool::Stop::Interrupted(_)) => "the pool was terminated".to_owned(),
         Err(stop) => format!("the pool stopped: {}", Error::from(stop)),
     };
+    // Calls made from now on are told the same (`Inner::closed_reason`).
+    if let Ok(mut stopped) = stopped.lock() {
+        *stopped = Some(why.clone());
+    }
+    let _ = stop_feeding.send(());
+    let _ = feeder.await;
+    let _ = router.await;
     routes.fail_all(&why);
 }
 
