@@ -58,6 +58,7 @@ pub async fn accept_loop(
     token: [u8; TOKEN_LEN],
     workers: u64,
     first_id: u64,
+    also: Vec<u64>,
     mut registrations: mpsc::UnboundedReceiver<Registration>,
     refusals: mpsc::UnboundedSender<String>,
 ) {
@@ -73,7 +74,7 @@ pub async fn accept_loop(
     // Only for the ids a slot may be about to register (see `Expected`); any other id is
     // refused at once.
     let mut early: HashMap<u64, (Authenticated, tokio::time::Instant)> = HashMap::new();
-    let mut expected = Expected::starting_at(first_id, workers);
+    let mut expected = Expected::starting_at(first_id, workers).and(also);
     loop {
         let now = tokio::time::Instant::now();
         early.retain(|id, (auth, at)| {
@@ -167,6 +168,14 @@ impl Expected {
     /// replacement, with the ids before it long given to forked workers.
     fn starting_at(first: u64, workers: u64) -> Expected {
         Expected { workers: workers.max(1), next: first, skipped: Default::default() }
+    }
+
+    /// Also `ids` below the first: the first wave's workers, any of which may yet be executed
+    /// if the zygote could not fork it (their failures are told in no fixed order).
+    fn and(mut self, ids: impl IntoIterator<Item = u64>) -> Expected {
+        let next = self.next;
+        self.skipped.extend(ids.into_iter().filter(|&id| id < next));
+        self
     }
 
     fn register(&mut self, id: u64) {
@@ -341,6 +350,17 @@ mod tests {
         assert!(!(0..4).any(|id| e.may_come(id)), "the forked workers' ids are taken");
         e.register(5);
         assert!(e.may_come(4), "4 has not registered yet: its worker may wait");
+    }
+
+    #[test]
+    fn a_listener_made_for_a_late_fork_failure_expects_the_whole_first_wave() {
+        // Workers 0-3 were asked of the zygote; it could not fork 1 and 3, and 3's failure was
+        // told first: the socket is made for 3, and 1 must be expected too.
+        let mut e = Expected::starting_at(3, 4).and([0, 1, 2, 3]);
+        assert!(e.may_come(1) && e.may_come(3), "both executed workers may connect first");
+        assert!((4..7).all(|id| e.may_come(id)), "and the next ones");
+        e.register(1);
+        assert!(e.may_come(0), "0 too, which was forked, is no harm to expect");
     }
 
     #[test]

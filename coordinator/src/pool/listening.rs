@@ -26,7 +26,7 @@ impl Listening {
     /// Makes the socket directory and the socket, and starts accepting connections for worker
     /// `first_id` (the one about to be executed) and those after it; returns the socket's
     /// path, or `None` if it is open already.
-    pub fn open(&mut self, first_id: u64) -> std::io::Result<Option<PathBuf>> {
+    pub fn open(&mut self, first_id: u64, also: Vec<u64>) -> std::io::Result<Option<PathBuf>> {
         if !matches!(self, Listening::NotYet { .. }) {
             return Ok(None);
         }
@@ -43,6 +43,7 @@ impl Listening {
             token,
             workers,
             first_id,
+            also,
             register_rx,
             refusals_tx,
         ));
@@ -69,12 +70,15 @@ mod tests {
         let (refusals_tx, _refusals) = mpsc::unbounded_channel();
         let mut listening =
             Listening::NotYet { token: [7; TOKEN_LEN], workers: 2, register_rx, refusals_tx };
-        let socket = listening.open(2).expect("opens").expect("a new socket");
+        let socket = listening.open(2, Vec::new()).expect("opens").expect("a new socket");
         assert!(socket.exists(), "{}", socket.display());
-        assert!(listening.open(3).expect("still open").is_none(), "made once");
+        assert!(listening.open(3, Vec::new()).expect("still open").is_none(), "made once");
         let dir = socket.parent().expect("a directory").to_path_buf();
         listening.close();
         assert!(!dir.exists(), "{} left behind", dir.display());
-        assert!(listening.open(4).expect("closed").is_none(), "not made again once closed");
+        assert!(
+            listening.open(4, Vec::new()).expect("closed").is_none(),
+            "not made again once closed"
+        );
     }
 }

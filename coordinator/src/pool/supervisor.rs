@@ -96,6 +96,7 @@ pub async fn run(
         slots: HashMap::new(),
         numbers: SlotNumbers::default(),
         restarts_shown: 0,
+        wave: Vec::new(),
     };
     let result = shell
         .main_loop(results, &mut refusals, &mut events, interrupts, &mut source, observers)
@@ -127,6 +128,9 @@ struct Shell {
     slots: HashMap<u64, mpsc::UnboundedSender<SlotCmd>>,
     numbers: SlotNumbers,
     restarts_shown: u32,
+    /// The ids of the first wave asked of the zygote: any may yet be executed (its fork
+    /// failed), whichever worker makes the socket, so the listener expects them all.
+    wave: Vec<u64>,
 }
 
 /// Each live worker's slot number, 1 to the pool's size: a replacement takes the lowest number
@@ -239,6 +243,7 @@ impl Shell {
             }
         };
         let asked_for = asked.workers.clone();
+        self.wave = ids.clone();
         for ((id, number), answer) in asked_for.into_iter().zip(asked.answer_each()) {
             if !ids.contains(&id) {
                 // Dropping its receiver ends the worker when its answer comes.
@@ -332,7 +337,7 @@ impl Shell {
     /// Opens the socket an executed worker connects to, if it is not open yet: the spec that
     /// slots are given from now on names it.
     fn listen(&mut self, first_id: u64) -> Result<(), Stop> {
-        match self.listening.open(first_id) {
+        match self.listening.open(first_id, self.wave.clone()) {
             Ok(Some(socket)) => {
                 let spec = SpawnSpec { socket: Some(socket), ..(*self.spec).clone() };
                 self.spec = Arc::new(spec);
