@@ -28,7 +28,7 @@ pub enum ToWorker {
     /// A batch of items (items jobs), computed in order; answered with one `Done` whose payload
     /// holds one record per item (see [`crate::codec::push_record`]).
     Items(ItemBatch),
-    /// A batch of items as [`ToWorker::Items`], lying in the item arena the worker mapped
+    /// A batch of items as [`ToWorker::Items`], lying in the item arena the worker opened
     /// ([`crate::env::ITEMS_ARENA`]) instead of in this frame.
     ItemsAt(ItemsAt),
 }

@@ -4,7 +4,7 @@
 //! Sent through a socket, each batch is copied twice more: into the kernel by the pool's
 //! thread, out of it by the worker; for small items that is a third of the pool's own CPU
 //! (B9: 100 MB of strings). With an arena, the finished batch is copied once into a slab of
-//! one memory file the workers map read-only, and the worker is sent only where its batch lies
+//! one memory file the workers read (read-only), and the worker is sent only where its batch lies
 //! ([`powerpool_shared::ItemsAt`]); the socket carries a few dozen bytes per batch.
 //!
 //! - **Lifetime.** A slab is a [`Bytes`] owner: it returns to the free list when the last

@@ -117,10 +117,10 @@ pub fn start(
             Some(answer) => match answer.await {
                 Ok(Ok((pid, conn))) => Ok(born(pid, conn)),
                 failed => {
-                    let why = failed.map_or_else(
-                        |_| "no answer".to_owned(),
-                        |e| e.err().map(|e| e.to_string()).unwrap_or_default(),
-                    );
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".to_owned(),
+                    };
                     tracing::debug!(id, "the zygote could not fork a worker: {why}");
                     let _ = slot.events.send(Event::ForkFailed { id });
                     match slot.wait_for_exec().await {
@@ -401,16 +401,17 @@ async fn send(
     unit: Dispatch,
     arena: Option<&Arena>,
 ) -> Result<(), transport::SendError> {
+    if let (Some(arena), Dispatch::Items { tag, first, items }) = (arena, &unit) {
+        if let Some(extents) = extents(arena, items) {
+            let at = ItemsAt { chunk: *tag, first: *first, count: items.len() as u64, extents };
+            return writer.send(&ToWorker::ItemsAt(at)).await;
+        }
+    }
     match unit {
         Dispatch::Run(chunk) => writer.send(&ToWorker::Run(chunk)).await,
         Dispatch::Items { tag, items, .. } if items.len() == 1 && items.bytes() > LARGE_ITEM => {
             let item = items.items().pop().unwrap_or_default();
             send_pieces(writer, tag, &item).await
-        }
-        Dispatch::Items { tag, first, items } if arena.is_some_and(|a| in_arena(a, &items)) => {
-            let extents = arena.map(|a| extents(a, &items)).unwrap_or_default();
-            let at = ItemsAt { chunk: tag, first, count: items.len() as u64, extents };
-            writer.send(&ToWorker::ItemsAt(at)).await
         }
         Dispatch::Items { tag, first, items } if worth_vectored(&items) => {
             let head = codec::items_frame_head(tag, first, items.len(), items.bytes())?;
@@ -453,22 +454,18 @@ async fn send(
     }
 }
 
-/// Whether every item of a batch lies in the arena: runs written into it, sliced by the
-/// engine as it likes (a batch of loose items, or of runs left on the heap, goes by socket).
-fn in_arena(arena: &Arena, items: &Batch) -> bool {
-    items.segments().iter().all(|s| match s {
-        Segment::Framed { bytes, .. } => arena.extent(bytes).is_some(),
-        Segment::Loose(_) => false,
-    })
-}
-
-/// Where a batch's runs lie in the arena, in order (see [`in_arena`]).
-fn extents(arena: &Arena, items: &Batch) -> Vec<(u64, u64)> {
-    let framed = items.segments().iter().filter_map(|s| match s {
-        Segment::Framed { bytes, .. } => arena.extent(bytes),
-        Segment::Loose(_) => None,
-    });
-    framed.collect()
+/// Where a batch's runs lie in the arena, in order, if every item of it lies there: runs
+/// written into it, sliced by the engine as it likes (a batch of loose items, or of runs left
+/// on the heap, goes by socket).
+fn extents(arena: &Arena, items: &Batch) -> Option<Vec<(u64, u64)>> {
+    items
+        .segments()
+        .iter()
+        .map(|s| match s {
+            Segment::Framed { bytes, .. } => arena.extent(bytes),
+            Segment::Loose(_) => None,
+        })
+        .collect()
 }
 
 /// Whether a batch is better written straight from its items' memory (large pieces: fetched

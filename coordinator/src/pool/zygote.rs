@@ -173,8 +173,8 @@ impl Asked {
 /// end of its connection, or why it was not forked.
 pub type Answer = oneshot::Receiver<io::Result<(u32, OwnedFd)>>;
 
-/// Reads the zygote's answers without blocking, within the same time limit as
-/// [`Asked::answers`], and hands each to its receiver.
+/// Reads the zygote's answers without blocking, within the same time limit as the blocking
+/// reads (`ANSWER_TIMEOUT_S`), and hands each to its receiver.
 async fn read_answers(
     mut zygote: Zygote,
     sent: bool,
@@ -201,7 +201,6 @@ async fn read_answers(
                             _ => break None,
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     other => break Some(other),
                 }
             };
