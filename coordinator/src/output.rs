@@ -9,9 +9,10 @@ use crate::cli::OnFail;
 pub use crate::outfile::PendingFile;
 use crate::pool::{self, Outcome, Released, ResultReceiver, ResultSender};
 use crate::shard::ShardWriter;
+use bytes::Bytes;
 use powerpool_shared::{Format, I256};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes `bytes` to stdout and flushes: what the commands that print one text use (`tasks`,
@@ -32,13 +33,41 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// The writer for results, unbuffered: [`Gather`] queues whole results and writes them
+    /// with one `writev`, so no result is copied into a buffer on its way out.
     fn writer(self) -> (Box<dyn Write + Send>, Option<ShardWriter>) {
         match self {
-            Sink::Stdout => (Box::new(BufWriter::with_capacity(256 << 10, io::stdout())), None),
-            Sink::File(f) => (Box::new(BufWriter::with_capacity(256 << 10, f)), None),
+            Sink::Stdout => (Box::new(RawStdout), None),
+            Sink::File(f) => (Box::new(f), None),
             Sink::Shard(s) => (Box::new(io::sink()), Some(*s)),
         }
     }
+}
+
+/// Standard output without `Stdout`'s line buffer, which would copy (and scan) every result.
+/// Nothing else writes to standard output while a run's results are written.
+struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        stdout_file().write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        stdout_file().write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Descriptor 1 as a `File` that is never closed.
+fn stdout_file() -> std::mem::ManuallyDrop<File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: descriptor 1 stays open for the life of the process (the standard library
+    // reopens it on /dev/null at start if it was closed), and ManuallyDrop never closes it.
+    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
 }
 
 /// The writer task: writes what a pool run releases, in order, to its sink.
@@ -109,7 +138,8 @@ fn write_all(sink: Sink, format: Format, mark: bool, results: ResultReceiver) ->
         },
         None => {
             if let Some(sum) = pump(&mut plain, format, mark, results)?.filter(|_| is_sum) {
-                writeln!(plain, "{sum}")?;
+                // One write: the writer is unbuffered.
+                plain.write_all(format!("{sum}\n").as_bytes())?;
             }
             plain.flush()
         }
@@ -126,8 +156,9 @@ fn pump(
 ) -> io::Result<Option<I256>> {
     let ResultReceiver { mut rx, consumed } = results;
     let mut sum = I256::ZERO;
+    let mut queued = Gather::default();
     loop {
-        // What is buffered goes out whenever nothing else is waiting: a reader downstream sees
+        // What is queued goes out whenever nothing else is waiting: a reader downstream sees
         // each result as soon as this thread is idle, and the end of a run (its workers'
         // exits) overlaps the last write instead of preceding it. A busy run still writes in
         // large blocks, as the queue is rarely empty then.
@@ -135,7 +166,7 @@ fn pump(
             Ok(msg) => msg,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
             Err(mpsc::error::TryRecvError::Empty) => {
-                out.flush()?;
+                queued.write_to(out)?;
                 match rx.blocking_recv() {
                     Some(msg) => msg,
                     None => break,
@@ -143,11 +174,14 @@ fn pump(
             }
         };
         let Some(Released { end, outcome, .. }) = msg else {
+            queued.write_to(out)?;
             return Ok(Some(sum));
         };
         match (format, outcome) {
             // An input given up under --keep-going has no result: a mark, or nothing.
-            (Format::Lines, Outcome::Failed(_)) if mark => writeln!(out, "{FAILED_MARK}")?,
+            (Format::Lines, Outcome::Failed(_)) if mark => {
+                queued.push(Bytes::from_static(FAILED_LINE), out)?;
+            }
             (_, Outcome::Failed(_)) => {}
             (Format::Sum, Outcome::Done(part)) => {
                 let part = I256::from_le_bytes(&part).ok_or_else(|| {
@@ -155,10 +189,134 @@ fn pump(
                 })?;
                 sum.add(part);
             }
-            (Format::Lines | Format::Bin, Outcome::Done(bytes)) => out.write_all(&bytes)?,
+            (Format::Lines | Format::Bin, Outcome::Done(bytes)) => queued.push(bytes, out)?,
         }
         consumed.send_replace(end);
     }
-    out.flush()?;
+    queued.write_to(out)?;
     Ok(None)
+}
+
+/// [`FAILED_MARK`] as the line it is written as.
+const FAILED_LINE: &[u8] = b"ERR:failed\n";
+const _: () = assert!(FAILED_LINE.len() == FAILED_MARK.len() + 1);
+
+/// Results queued for one gathered write: each is written from where it was received, with
+/// no copy. At most [`Gather::MAX_BYTES`] (what a buffer would hold) and [`Gather::MAX_PARTS`]
+/// (within every system's `IOV_MAX`) wait at once.
+#[derive(Debug, Default)]
+struct Gather {
+    parts: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Gather {
+    const MAX_BYTES: usize = 256 << 10;
+    const MAX_PARTS: usize = 512;
+
+    /// Queues `part`, writing what is queued first if it is full.
+    fn push(&mut self, part: Bytes, out: &mut dyn Write) -> io::Result<()> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        self.bytes += part.len();
+        self.parts.push(part);
+        if self.bytes >= Self::MAX_BYTES || self.parts.len() >= Self::MAX_PARTS {
+            self.write_to(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued, in order, and flushes `out`.
+    fn write_to(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> =
+            self.parts.iter().map(|part| io::IoSlice::new(part)).collect();
+        let mut left: &mut [io::IoSlice<'_>] = &mut slices;
+        while !left.is_empty() {
+            match out.write_vectored(left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        drop(slices);
+        self.parts.clear();
+        self.bytes = 0;
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `step` bytes per call, from the first slice only (as
+    /// `Write`'s default `write_vectored` does), and records what it took.
+    struct Trickle {
+        step: usize,
+        took: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            let n = buf.len().min(self.step);
+            self.took.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn gathered_parts_come_out_whole_and_in_order_through_short_writes() {
+        let parts: Vec<Bytes> =
+            (0..40u8).map(|i| Bytes::from(vec![b'a' + i % 26; usize::from(i) * 7])).collect();
+        let want: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        for step in [1, 3, 64, 1 << 20] {
+            let mut out = Trickle { step, took: Vec::new(), calls: 0 };
+            let mut queued = Gather::default();
+            for part in &parts {
+                queued.push(part.clone(), &mut out).unwrap();
+            }
+            queued.write_to(&mut out).unwrap();
+            assert_eq!(out.took, want, "step {step}");
+            assert!(queued.parts.is_empty() && queued.bytes == 0);
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_written_before_it_grows_further() {
+        let mut out = Trickle { step: usize::MAX, took: Vec::new(), calls: 0 };
+        let mut queued = Gather::default();
+        for _ in 0..Gather::MAX_PARTS {
+            queued.push(Bytes::from_static(b"x\n"), &mut out).unwrap();
+        }
+        // The 512th part filled the queue: all of it went out, in one gathered write.
+        assert_eq!(out.took.len(), 2 * Gather::MAX_PARTS);
+        assert!(queued.parts.is_empty());
+        queued.push(Bytes::from(vec![0u8; Gather::MAX_BYTES]), &mut out).unwrap();
+        assert_eq!(out.took.len(), 2 * Gather::MAX_PARTS + Gather::MAX_BYTES);
+    }
+
+    #[test]
+    fn a_writer_that_takes_nothing_is_an_error_not_a_loop() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut queued = Gather::default();
+        queued.push(Bytes::from_static(b"1\n"), &mut Full).unwrap();
+        let err = queued.write_to(&mut Full).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
 }
