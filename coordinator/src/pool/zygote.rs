@@ -79,14 +79,18 @@ pub fn start() {
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: getpid has no preconditions.
     let coordinator = unsafe { libc::getpid() };
+    let cpus = Cpus::of_this_process();
     // SAFETY: this process has one thread (checked above), so the child may do anything the
     // parent could; it never returns into the caller (`serve` ends in exit).
     match unsafe { libc::fork() } {
         0 => {
             drop(ours);
-            serve(theirs, coordinator)
+            serve(theirs, coordinator, cpus)
         }
         pid if pid > 0 => {
+            if let Some(cpus) = &cpus {
+                cpus.start_elsewhere(pid);
+            }
             *ZYGOTE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Zygote { pid, socket: ours });
         }
         _ => {}
@@ -301,8 +305,58 @@ pub(super) fn end(pid: libc::pid_t) {
     reap(pid);
 }
 
+/// The CPUs this process may run on, when there are several.
+///
+/// A forked child starts on its parent's CPU, and there it waits until the parent blocks: on
+/// this 2-vCPU VM the zygote first ran 0.8 ms (median) after its fork, while the other CPU was
+/// idle and the coordinator went on parsing its command line. So the coordinator moves the
+/// zygote off its own CPU at once (the scheduler migrates it there), and the zygote takes
+/// back the whole set when the run's request comes: the request is sent after the move, so
+/// the move can never undo the restore, and every worker it forks inherits the whole set.
+/// Measured: 0.95x the canonical job's time (60 interleaved pairs).
+#[derive(Clone, Copy)]
+struct Cpus(libc::cpu_set_t);
+
+impl Cpus {
+    fn of_this_process() -> Option<Cpus> {
+        // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity writes at most its
+        // size into it; CPU_COUNT reads the set.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let got = libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set);
+            (got == 0 && libc::CPU_COUNT(&set) > 1).then_some(Cpus(set))
+        }
+    }
+
+    /// Lets `pid` run anywhere in this set but on the CPU the caller runs on now.
+    fn start_elsewhere(&self, pid: libc::pid_t) {
+        // SAFETY: sched_getcpu has no preconditions.
+        let here = unsafe { libc::sched_getcpu() };
+        let mut others = self.0;
+        let Ok(here) = usize::try_from(here) else { return };
+        if here >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        // SAFETY: CPU_CLR and CPU_COUNT touch only the set, `here` is within it;
+        // sched_setaffinity reads the set we pass, of the size we pass; the pid is our child.
+        // A failure leaves it where the scheduler put it.
+        unsafe {
+            libc::CPU_CLR(here, &mut others);
+            if libc::CPU_COUNT(&others) > 0 {
+                libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others);
+            }
+        }
+    }
+
+    /// Gives this process the whole set back.
+    fn restore(&self) {
+        // SAFETY: as above, on this process.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&self.0), &self.0) };
+    }
+}
+
 /// The zygote's life: one request, a fork for each worker but the last, then the last worker.
-fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
+fn serve(socket: OwnedFd, coordinator: libc::pid_t, cpus: Option<Cpus>) -> ! {
     // SAFETY: plain system calls on this process; the prctl takes a signal number.
     unsafe {
         libc::setpgid(0, 0);
@@ -324,6 +378,9 @@ fn serve(socket: OwnedFd, coordinator: libc::pid_t) -> ! {
     let Ok(len) = recv(&socket, &mut buf) else { exit(0) };
     let Some((vars, workers)) = decode(&buf[..len]) else { exit(0) };
     drop(buf);
+    if let Some(cpus) = &cpus {
+        cpus.restore();
+    }
     for (key, value) in vars {
         // The zygote has one thread: nothing reads the environment beside this.
         std::env::set_var(key, value);
