@@ -119,6 +119,16 @@ pub fn check_files() -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether [`check_files`] will pass once [`raise_nofile`] has raised the soft limit to the
+/// hard one: asked before anything is started for a run that would be refused.
+pub fn files_would_pass() -> bool {
+    #[cfg(unix)]
+    if let Some((_, hard)) = get!(libc::RLIMIT_NOFILE) {
+        return hard >= MIN_FILES;
+    }
+    true
+}
+
 /// Checks that `threads` more threads of this process and `processes` worker processes fit
 /// the user's process limit (`ulimit -u`), which counts every thread the user runs.
 pub fn check_processes(threads: usize, processes: usize) -> Result<(), Error> {
