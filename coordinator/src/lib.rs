@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
         // an empty run, 0.98x the canonical job's.
         pool::zygote::start();
         // And at once its first wave, when the command line names it (`map --range`): the
-        // zygote forks the workers while clap parses and the run is set up (0.95x the time
+        // zygote forks the workers while clap parses and the run is set up (0.97x the time
         // of the canonical job, 60 interleaved pairs); a guess the plan disagrees with costs
         // a worker ended or executed, as for a wave asked later.
         // Not when the run is to be refused for its limits: its workers would fail as they
@@ -304,9 +304,8 @@ fn forks_workers(command: &Command) -> bool {
 /// fresh `mmap`s, or trims them back to the kernel when freed, so every frame would pay its
 /// page faults again (expensive on VMs; a third of the coordinator's time at 1e9 `bin` items).
 /// Keeping freed blocks for reuse costs nothing in memory: the reorder window bounds how many
-/// frames live at once. Set before the zygote is forked, so its workers keep theirs too: each
-/// unit's output buffer and frame would otherwise be given back at its end (a `brk` each way)
-/// and faulted in again by the next.
+/// frames live at once. Set before the zygote is forked, so its workers keep theirs too
+/// (without it, each gave its freed buffers back to the kernel).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any thread is started.
