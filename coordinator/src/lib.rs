@@ -84,10 +84,13 @@ pub fn main() -> ExitCode {
         // zygote forks the workers while clap parses and the run is set up (0.97x the time
         // of the canonical job, 60 interleaved pairs); a guess the plan disagrees with costs
         // a worker ended or executed, as for a wave asked later.
-        // Not when the run is to be refused for its limits: its workers would fail as they
-        // start, each with its own message.
+        // Not when the run is to be refused or cut down for its limits (its workers would
+        // fail as they start, each with its own message), and not for a wave so large that
+        // forking it for a command line clap then refuses would be felt (such a run asks
+        // after its plan, as any other).
         if let Some(count) = early_wave(std::env::args_os().skip(1)).filter(|&count| {
-            limits::files_would_pass()
+            count <= EARLY_WAVE_MAX
+                && limits::files_fit(count)
                 && limits::check_processes(runtime_threads() + 1, count).is_ok()
         }) {
             pool::zygote::ask_early(count);
@@ -120,6 +123,9 @@ fn may_fork_workers(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
     }
 }
 
+/// The largest first wave `main` asks for before the command line is parsed.
+const EARLY_WAVE_MAX: usize = 32;
+
 /// The first wave of a `map --range A..B` run, read before clap parses the command line: as
 /// many workers as `--workers` (or `-j`) says, or the default, but no more than there are
 /// items. `None` for anything else, or a command line it does not follow.
@@ -131,7 +137,7 @@ fn early_wave(args: impl Iterator<Item = std::ffi::OsString>) -> Option<usize> {
     {
         return None;
     }
-    // The last one wins, as in clap.
+    // A repeated option (which clap refuses) counts its last.
     let value = |long: &str, short: &str| {
         let mut found = None;
         for (i, a) in words.iter().enumerate() {
@@ -234,7 +240,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 Flavor::CurrentThread => 1,
                 Flavor::MultiThread => runtime_threads() + 1,
             };
-            limits::check_processes(threads, plan.pool.workers)?;
+            // Workers of a wave asked early are counted already: they run, or were made room
+            // for before they were asked.
+            let to_start = plan.pool.workers.saturating_sub(pool::zygote::asked_early());
+            limits::check_processes(threads, to_start)?;
             // The first workers are forked now, while the runtime and the output are set up,
             // unless `main` asked for them already (then the zygote is taken: this does
             // nothing).

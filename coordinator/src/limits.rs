@@ -119,12 +119,13 @@ pub fn check_files() -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether [`check_files`] will pass once [`raise_nofile`] has raised the soft limit to the
-/// hard one: asked before anything is started for a run that would be refused.
-pub fn files_would_pass() -> bool {
+/// Whether a run of `workers` workers (and no connections) will pass [`check_files`] and keep
+/// all its workers ([`fit_workers`]) once [`raise_nofile`] has raised the soft limit to the
+/// hard one: asked before anything is started for a run that would be refused or cut down.
+pub fn files_fit(workers: usize) -> bool {
     #[cfg(unix)]
     if let Some((_, hard)) = get!(libc::RLIMIT_NOFILE) {
-        return hard >= MIN_FILES;
+        return hard >= MIN_FILES && files_needed(workers, 0) <= hard;
     }
     true
 }

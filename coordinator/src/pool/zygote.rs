@@ -6,8 +6,10 @@
 //! small: each child copies the zygote's page tables and faults in every page it writes),
 //! forks one process, the *zygote*, that sets up once what every worker would (logging, the
 //! task table) and waits on a socket pair. The run asks it for its first wave of workers in
-//! one request, with the run's secret (`map --range` as soon as its command line is checked:
-//! [`ask_early`]); the zygote forks all but the last of them and then *becomes* the last one.
+//! one request, with the run's secret ([`ask_early`]: `map --range` asks right after the
+//! zygote's fork, from the command line as read before clap, so the workers are forked while
+//! the run is set up); the zygote forks all but the last of them and then *becomes* the last
+//! one. The zygote starts on another CPU than the coordinator's (`Cpus`).
 //! Each worker is born connected: the zygote makes a socket pair for it, the child keeps one
 //! end (named by `POWERPOOL_CONNECTION_FD`) and the coordinator is sent the other with the
 //! child's pid (`SCM_RIGHTS`), so no socket path or listener is needed for these workers.
@@ -291,6 +293,15 @@ pub fn ask_early(count: usize) {
     let vars = super::process::forked_env(&powerpool_shared::env::to_hex(&token));
     let workers = (0..count as u64).map(|i| (i, i + 1)).collect();
     *EARLY.lock().unwrap_or_else(|e| e.into_inner()) = Some((zygote.ask(&vars, workers), token));
+}
+
+/// How many workers were asked for early (`ask_early`) and not yet taken by a run.
+pub fn asked_early() -> usize {
+    EARLY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or(0, |(asked, _)| asked.workers.len())
 }
 
 /// The first wave asked for early, and its secret, for the run that spawns it.
