@@ -301,3 +301,32 @@ fn a_signal_ignored_at_start_stays_ignored_as_nohup_expects() {
     assert!(out.status.success(), "SIGHUP was ignored at start: {:?}", out.status);
     assert_eq!(out.stdout, squares_lines(0, 1500));
 }
+
+#[test]
+fn workers_told_to_finish_behind_long_units_answer_them_all_and_are_not_killed() {
+    // Four chunks of 1.5 s (1,500 items at 1 ms) for two workers: all four are out at once,
+    // so each worker is told to finish behind its two units, 3 s of work, longer than the
+    // grace a worker gets to exit once told. The grace starts with its last answer.
+    let rt = TempDir::new("behind");
+    let out = powerpool([
+        "map",
+        "slow-square",
+        "--range",
+        "0..6000",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "1500",
+    ])
+    .env("POWERPOOL_TEST_TASKS", "1")
+    .env("XDG_RUNTIME_DIR", &rt.0)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .map(|child| wait_output(child, TIMEOUT))
+    .expect("spawns");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, squares_lines(0, 6000));
+    assert!(stderr.is_empty(), "no worker was killed or replaced: {stderr}");
+}

@@ -197,8 +197,9 @@ pub(super) struct WorkerState {
     pub completed: u64,
     /// Told to shut down after its last unit (`max_tasks_per_worker`).
     pub retiring: bool,
-    /// Shut down idle because every unit was handed out (`release_idle`): it is at the end of
-    /// its run, as every worker is once the run ends.
+    /// Shut down because every unit was handed out (`release_idle`): it is at the end of its
+    /// run, as every worker is once the run ends; a range worker may still be answering the
+    /// units in its pipeline.
     pub released: bool,
     /// Ended for overrunning the task timeout: why.
     pub timed_out: Option<String>,
@@ -634,24 +635,50 @@ impl Engine {
             }
         }
         self.release_idle();
+        self.staff();
     }
 
-    /// Once every unit has been handed out, a worker with nothing in flight will get no more
-    /// work: it is shut down now, so that its exit overlaps the units still running instead of
-    /// adding to the end of the run. Units lost later with another worker are run by a
-    /// replacement, as after any death.
+    /// Once every unit has been handed out, a worker will get no more work: it is shut down
+    /// now, so that its exit overlaps the units still running instead of adding to the end of
+    /// the run. In a range run that has had no failure, a worker is told at once, behind the
+    /// units in its pipeline, which it answers first (it reads its messages in order): it
+    /// exits after its last answer without waiting for a round trip. Other workers (a
+    /// command's, a typed task's), and every worker of a run that has had a failure (a retry
+    /// needs a worker: each would cost a new one), are told when idle. Units lost later, or
+    /// failed and to be run again, are run by a new worker ([`Engine::staff`]), as after any
+    /// death.
     fn release_idle(&mut self) {
         let Some(total) = self.total() else { return };
         if self.stopping.is_some() || !self.work.handed_out(total) {
             return;
         }
+        let untroubled = self.stats.retried == 0
+            && self.stats.restarts == 0
+            && self.stats.failed_count == 0
+            && self.poisoned.is_none();
+        let behind_units = matches!(self.kind, Kind::Range { .. }) && untroubled;
         for (&id, w) in &mut self.workers {
-            if w.ready && !w.retiring && w.in_flight.is_empty() {
+            if w.ready && !w.retiring && (behind_units || w.in_flight.is_empty()) {
                 w.retiring = true;
                 w.released = true;
                 self.actions.push(Action::Shutdown { id });
             }
         }
+    }
+
+    /// Starts a worker when units wait and every worker there is has been told to finish
+    /// (released at the end of the run, or retiring) and none is due to be started: a unit
+    /// that failed on a released worker, to be run again, has no one else to run it.
+    fn staff(&mut self) {
+        let Some(total) = self.total() else { return };
+        if self.work.handed_out(total)
+            || !self.needs_workers()
+            || self.respawns_due > 0
+            || !self.workers.values().all(|w| w.retiring)
+        {
+            return;
+        }
+        self.spawn();
     }
 
     /// The next unit: a re-run, or a new chunk within the window, or a new batch of the

@@ -194,14 +194,55 @@ fn deaths_in_a_row_wait_longer_before_the_replacement() {
 
 #[test]
 fn a_caught_panic_cuts_its_item_out_at_once() {
-    let (mut e, chunks) = range(10, 10, 1);
+    // Three chunks for one worker: the third is not out yet, so the worker is not released.
+    let (mut e, chunks) = range(30, 10, 1);
     let now = t0();
     let (id, _, _, tag) = sends(&bring_up(&mut e, now), &chunks)[0];
     let failed = ChunkFailed { chunk: tag, item: Some(4), reason: "task panicked: boom".into() };
     e.handle(Event::Failed { id, failed }, now);
     let sent = sends(&e.take_actions(), &chunks);
-    assert_eq!(sent.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), vec![(0, 4), (4, 5)]);
+    assert_eq!(sent.iter().map(|s| (s.0, s.1, s.2)).collect::<Vec<_>>(), vec![(0, 0, 4)]);
     assert!(e.workers.contains_key(&0), "the worker stays up");
+}
+
+#[test]
+fn a_unit_that_fails_on_a_released_worker_runs_again_on_a_new_one() {
+    // One chunk, one worker: it is out at once, so the worker is told to finish behind it.
+    let (mut e, chunks) = range(10, 10, 1);
+    let now = t0();
+    let actions = bring_up(&mut e, now);
+    let (id, _, _, tag) = sends(&actions, &chunks)[0];
+    assert_eq!(shutdowns(&actions), vec![0], "released behind its unit: {actions:?}");
+    let failed = ChunkFailed { chunk: tag, item: Some(4), reason: "task panicked: boom".into() };
+    e.handle(Event::Failed { id, failed }, now);
+    // Worker 0 will exit after its queue: the cut pieces need a worker of their own.
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(
+        sent.iter().map(|s| (s.0, s.1, s.2)).collect::<Vec<_>>(),
+        vec![(1, 0, 4), (1, 4, 5)]
+    );
+    e.handle(Event::Exited { id: 0, exit: Exit::Code(0), note: None }, now);
+    assert_eq!(e.stats.restarts, 0, "its exit is no death");
+    // A run that has had a failure releases its workers only when they are idle: the new
+    // worker keeps its place behind the units it runs, for the retries still to come.
+    assert!(shutdowns(&e.take_actions()).is_empty());
+    let mut pending: Vec<_> = sent;
+    let mut done = 0;
+    while let Some((id, first, end, tag)) = pending.pop() {
+        let items = end - first;
+        e.handle(Event::Done { id, tag, items, output: lines(items), rss: None }, now);
+        let actions = e.take_actions();
+        pending.extend(sends(&actions, &chunks));
+        done += 1;
+        if !pending.is_empty() || !e.workers[&1].in_flight.is_empty() {
+            assert!(shutdowns(&actions).is_empty(), "not while it has units: {actions:?}");
+        }
+        if let Some(end) = e.take_end() {
+            assert!(end.is_ok());
+            break;
+        }
+    }
+    assert!(done >= 3, "(0,4), (4,5) and (5,10) all ran");
 }
 
 #[test]
@@ -293,36 +334,42 @@ fn workers_that_never_start_end_the_run_after_five_tries_naming_the_refusal() {
 }
 
 #[test]
-fn once_every_unit_is_out_an_idle_worker_is_shut_down_and_a_later_death_is_still_replaced() {
+fn once_every_unit_is_out_range_workers_are_told_to_finish_behind_their_units() {
     let (mut e, chunks) = range(40, 10, 2);
     let now = t0();
-    let sent = sends(&bring_up(&mut e, now), &chunks);
+    let actions = bring_up(&mut e, now);
+    let sent = sends(&actions, &chunks);
     assert_eq!(sent.len(), 4, "every chunk is out: two in each pipeline");
+    // Both are told at once: each answers its two units first, then exits, with no round
+    // trip between its last answer and its exit.
+    assert_eq!(shutdowns(&actions), vec![0, 1], "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { id } if *id > 1)), "none new");
     for &(id, first, end, tag) in sent.iter().filter(|s| s.0 == 0) {
-        assert!(shutdowns(&e.take_actions()).is_empty(), "not while it has work in flight");
         let items = end - first;
         e.handle(Event::Done { id, tag, items, output: lines(items), rss: None }, now);
     }
-    let actions = e.take_actions();
-    assert_eq!(shutdowns(&actions), vec![0], "idle with nothing left to hand out: {actions:?}");
-    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })), "and not replaced");
+    assert!(shutdowns(&e.take_actions()).is_empty(), "told once");
     e.handle(Event::Exited { id: 0, exit: Exit::Code(0), note: None }, now);
     assert_eq!((e.stats.recycled, e.stats.restarts), (0, 0), "its exit is neither");
     // Worker 1 dies with both its units: a replacement runs them, and the run completes.
     e.handle(Event::Exited { id: 1, exit: Exit::Signal(9), note: None }, now);
+    assert_eq!(e.stats.restarts, 1);
     e.handle(Event::Tick, now);
-    let sent = sends(&bring_up(&mut e, now), &chunks);
+    let actions = bring_up(&mut e, now);
+    let sent = sends(&actions, &chunks);
     assert_eq!(
         sent.iter().map(|s| (s.0, s.1, s.2)).collect::<Vec<_>>(),
         [(2, 20, 30), (2, 30, 40)]
     );
+    assert!(shutdowns(&actions).is_empty(), "after a death, only when idle");
     for (id, first, end, tag) in sent {
         e.handle(
             Event::Done { id, tag, items: end - first, output: lines(end - first), rss: None },
             now,
         );
     }
-    assert_eq!(releases(&e.take_actions()).last(), Some(&(30, 40, true)));
+    let actions = e.take_actions();
+    assert_eq!(releases(&actions).last(), Some(&(30, 40, true)));
     assert!(matches!(e.take_end(), Some(Ok(()))), "complete");
 }
 

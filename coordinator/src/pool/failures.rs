@@ -83,8 +83,9 @@ impl Engine {
             self.log(pid_n, &running, now, format!("died: {how}"));
             self.blame(running.unit, None, format!("worker pid {pid} {how}"));
         }
-        // A retiring worker's replacement was started when it retired.
-        if self.needs_workers() && !w.retiring {
+        // A retiring worker's replacement was started when it retired; a released one had
+        // none, and its lost units need one.
+        if self.needs_workers() && (!w.retiring || w.released) {
             self.schedule_respawn(now);
         }
     }

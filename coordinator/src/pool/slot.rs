@@ -111,6 +111,8 @@ pub fn start(
             measure_memory,
             arena,
             own,
+            unanswered: 0,
+            shutdown_told: false,
         };
         let started = match forked {
             None => process::spawn(&spec, id, number).map(register),
@@ -158,6 +160,11 @@ struct Slot {
     /// The worker is this program's own, which knows every task the coordinator accepts: it
     /// is ready as soon as it is welcomed (see [`Slot::run`]).
     own: bool,
+    /// Units sent (or queued to be) that the worker has not answered yet.
+    unanswered: usize,
+    /// It was told to shut down with units still unanswered: the grace before it is killed
+    /// starts with its last answer, not with the message (it answers them first).
+    shutdown_told: bool,
 }
 
 impl Slot {
@@ -293,8 +300,12 @@ impl Slot {
                     idle = Some(writer);
                     match sent {
                         Ok(false) => {}
-                        // The worker was asked to finish: it is killed if it has not by then.
-                        Ok(true) => self.kill_by(Instant::now() + SHUTDOWN_GRACE),
+                        // The worker was asked to finish: it is killed if it has not by then,
+                        // counted from its last answer if units are still unanswered.
+                        Ok(true) if self.unanswered == 0 => {
+                            self.kill_by(Instant::now() + SHUTDOWN_GRACE);
+                        }
+                        Ok(true) => self.shutdown_told = true,
                         Err(err) => {
                             tracing::debug!(id = self.id, "send failed: {err}");
                             process::kill_group(child);
@@ -302,7 +313,10 @@ impl Slot {
                     }
                 }
                 cmd = self.cmds.recv() => match cmd {
-                    Some(SlotCmd::Send(unit)) => outbox.push_back(Outgoing::Unit(unit)),
+                    Some(SlotCmd::Send(unit)) => {
+                        self.unanswered += 1;
+                        outbox.push_back(Outgoing::Unit(unit));
+                    }
                     Some(SlotCmd::Shutdown) => outbox.push_back(Outgoing::Shutdown),
                     // Neither waits behind a write in progress.
                     Some(SlotCmd::Terminate) => {
@@ -355,7 +369,14 @@ impl Slot {
     /// Turns one frame from the worker into an event for the engine.
     fn forward(&mut self, body: bytes::BytesMut) -> Result<(), String> {
         let id = self.id;
-        let event = match codec::decode_from_worker(body).map_err(|e| e.to_string())? {
+        let decoded = codec::decode_from_worker(body).map_err(|e| e.to_string())?;
+        if matches!(decoded, Incoming::Done { .. } | Incoming::Other(FromWorker::Failed(_))) {
+            self.unanswered = self.unanswered.saturating_sub(1);
+            if self.unanswered == 0 && self.shutdown_told {
+                self.kill_by(Instant::now() + SHUTDOWN_GRACE);
+            }
+        }
+        let event = match decoded {
             Incoming::Done { chunk, items, payload } => {
                 let rss = self.pid.and_then(process::resident_bytes);
                 Event::Done { id, tag: chunk, items, output: payload, rss }
