@@ -95,7 +95,9 @@ async fn execute(
     } else {
         pool::run(job, &mut results, interrupts, observers).await
     };
-    let written = *results.consumed.borrow();
+    // Read once the writer is done: the pool's end no longer waits for idle workers to exit,
+    // which gave the writer time to take the last results before this was read.
+    let consumed = results.consumed.clone();
     let complete = result.is_ok();
     let flushed = if complete {
         writer.finish(results, true).await
@@ -104,6 +106,7 @@ async fn execute(
             .await
             .unwrap_or(Ok(()))
     };
+    let written = *consumed.borrow();
     let outcome = match result {
         Ok(()) => flushed.map_err(Error::Output),
         Err(Stop::ConsumerGone) => Err(Error::Output(

@@ -10,6 +10,22 @@ fn json(path: &std::path::Path) -> Value {
 }
 
 #[test]
+fn the_report_counts_every_item_written_however_soon_the_workers_exit() {
+    // The workers exit behind their last units, so the run's end can come before the output
+    // thread has taken the last results: the count is read after it has written them.
+    let dir = TempDir::new("report-count");
+    let report = dir.0.join("report.json");
+    for _ in 0..25 {
+        let mut cmd = powerpool(["map", "square", "--range", "0..100000", "--workers", "4"]);
+        cmd.arg("--report").arg(&report);
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = json(&report);
+        assert_eq!(r["items_written"].as_u64(), Some(100_000), "{r}");
+    }
+}
+
+#[test]
 fn the_map_report_parses_and_its_counts_match() {
     let dir = TempDir::new("report");
     let report = dir.0.join("report.json");

@@ -835,6 +835,10 @@ impl Engine {
     /// Shuts worker `id` down after its last unit and starts its replacement.
     fn retire(&mut self, id: u64) {
         let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.retiring {
+            // Told already (released behind its units at the end of the run): once is enough.
+            return;
+        }
         w.retiring = true;
         self.actions.push(Action::Shutdown { id });
         self.stats.recycled += 1;

@@ -816,3 +816,35 @@ fn with_a_pipeline_of_one_no_unit_waits_behind_another_on_a_busy_worker() {
     let sent = sends(&e.take_actions(), &chunks);
     assert_eq!(sent.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), vec![(spawned[1], 1)]);
 }
+
+#[test]
+fn a_released_worker_over_its_memory_limit_is_told_to_finish_once() {
+    // Worker 0 passes its limit with a unit still in its pipeline; worker 1 then takes the
+    // last chunk, so both are released behind their units. Worker 0's last answer must not
+    // tell it again (nor count a recycling at the end of the run).
+    let chunks = Chunks::new(0, 50, 10);
+    let cfg = PoolConfig { max_worker_memory: Some(100 << 20), ..config(2) };
+    let mut e = Engine::range(chunks, Format::Lines, cfg, true, t0());
+    let now = t0();
+    let sent = sends(&bring_up(&mut e, now), &chunks);
+    assert_eq!(sent.len(), 4);
+    let done = |e: &mut Engine, id: u64, first: u64, rss: u64| {
+        let f = e.workers[&id].in_flight.iter().find(|f| f.unit.first == first).copied();
+        let f = f.expect("in flight");
+        let items = f.unit.end - f.unit.first;
+        let output = lines(items);
+        e.handle(Event::Done { id, tag: f.tag, items, output, rss: Some(rss) }, now);
+        e.take_actions()
+    };
+    let firsts = |id: u64| sent.iter().filter(|s| s.0 == id).map(|s| s.1).collect::<Vec<_>>();
+    let (w0, w1) = (firsts(0), firsts(1));
+    assert_eq!((w0.len(), w1.len()), (2, 2), "{sent:?}");
+    let actions = done(&mut e, 0, w0[0], 200 << 20);
+    assert!(shutdowns(&actions).is_empty(), "over its limit, one unit still to answer");
+    let actions = done(&mut e, 1, w1[0], 1 << 20);
+    assert_eq!(sends(&actions, &chunks).len(), 1, "worker 1 takes the last chunk");
+    assert_eq!(shutdowns(&actions), vec![0, 1], "every chunk out: both released");
+    let actions = done(&mut e, 0, w0[1], 200 << 20);
+    assert!(shutdowns(&actions).is_empty(), "told once: {actions:?}");
+    assert_eq!(e.stats.recycled, 0);
+}
