@@ -74,7 +74,8 @@ pub fn main() -> ExitCode {
     // allocator's settings.
     signal::unblock_handled();
     keep_freed_memory();
-    if may_fork_workers(std::env::args_os().skip(1)) {
+    let words = Words::new(std::env::args_os().skip(1));
+    if may_fork_workers(&words) {
         // First, while this process has one thread and before clap has filled the heap: the
         // zygote's children copy its page tables, and fault in the pages they write (see
         // `pool::zygote`). Measured against a zygote forked after parsing: 0.95x the time of
@@ -83,12 +84,11 @@ pub fn main() -> ExitCode {
         // And at once its first wave, when the command line names it (`map --range`): the
         // zygote forks the workers while clap parses and the run is set up (0.97x the time
         // of the canonical job, 60 interleaved pairs); a guess the plan disagrees with costs
-        // a worker ended or executed, as for a wave asked later.
-        // Not when the run is to be refused or cut down for its limits (its workers would
-        // fail as they start, each with its own message), and not for a wave so large that
-        // forking it for a command line clap then refuses would be felt (such a run asks
-        // after its plan, as any other).
-        if let Some(count) = early_wave(std::env::args_os().skip(1)).filter(|&count| {
+        // a worker ended or executed, as for a wave asked later. Not for a run its limits
+        // will refuse or cut down (its workers would fail as they start, each with its own
+        // message), nor for a wave so large that forking it for a command line clap then
+        // refuses would be felt (such a run asks after its plan, as any other).
+        if let Some(count) = early_wave(&words).filter(|&count| {
             count <= EARLY_WAVE_MAX
                 && limits::files_fit(count)
                 && limits::check_processes(runtime_threads() + 1, count).is_ok()
@@ -102,23 +102,57 @@ pub fn main() -> ExitCode {
     code
 }
 
+/// The command line's words as given, read before clap parses them (a word that is not
+/// UTF-8 reads as empty: no guess below depends on one).
+struct Words(Vec<String>);
+
+impl Words {
+    fn new(args: impl Iterator<Item = std::ffi::OsString>) -> Words {
+        Words(args.map(|a| a.into_string().unwrap_or_default()).collect())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// The first word that is not an option.
+    fn command(&self) -> Option<&str> {
+        self.iter().find(|a| !a.starts_with('-'))
+    }
+
+    /// Whether `flag` is given, alone or as `flag=value`.
+    fn has(&self, flag: &str) -> bool {
+        self.iter()
+            .any(|a| a.strip_prefix(flag).is_some_and(|v| v.is_empty() || v.starts_with('=')))
+    }
+
+    /// The value of `long` (`--long V`, `--long=V`) or `short` (`-s V`, `-sV`, `-s=V`); of
+    /// the last one, if repeated (which clap refuses).
+    fn value(&self, long: &str, short: Option<&str>) -> Option<&str> {
+        let mut found = None;
+        for (i, a) in self.iter().enumerate() {
+            if let Some(v) = a.strip_prefix(long).and_then(|v| v.strip_prefix('=')) {
+                found = Some(v);
+            } else if a == long || Some(a) == short {
+                found = self.0.get(i + 1).map(String::as_str);
+            } else if let Some(v) = short.and_then(|s| a.strip_prefix(s)).filter(|v| !v.is_empty())
+            {
+                found = Some(v.strip_prefix('=').unwrap_or(v));
+            }
+        }
+        found
+    }
+}
+
 /// Whether the command line may ask for a pool of this program's own workers, read before
 /// clap parses it: the first word that is not an option is `map`, `run` or `fetch` (with
 /// `--process`), and `--worker-cmd` is nowhere. A wrong guess costs nothing but time: a
 /// zygote started for nothing is dismissed, and a run without one executes its workers.
-fn may_fork_workers(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
-    let args: Vec<std::ffi::OsString> = args.collect();
-    let words: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or_default()).collect();
-    let Some(&command) = words.iter().find(|a| !a.starts_with('-')) else { return false };
-    let has = |flag: &str| {
-        words
-            .iter()
-            .any(|a| a.strip_prefix(flag).is_some_and(|v| v.is_empty() || v.starts_with('=')))
-    };
-    let own = !has("--worker-cmd");
-    match command {
-        "map" | "run" => own,
-        "fetch" => own && has("--process"),
+fn may_fork_workers(words: &Words) -> bool {
+    let own = !words.has("--worker-cmd");
+    match words.command() {
+        Some("map" | "run") => own,
+        Some("fetch") => own && words.has("--process"),
         _ => false,
     }
 }
@@ -129,31 +163,15 @@ const EARLY_WAVE_MAX: usize = 32;
 /// The first wave of a `map --range A..B` run, read before clap parses the command line: as
 /// many workers as `--workers` (or `-j`) says, or the default, but no more than there are
 /// items. `None` for anything else, or a command line it does not follow.
-fn early_wave(args: impl Iterator<Item = std::ffi::OsString>) -> Option<usize> {
-    let args: Vec<std::ffi::OsString> = args.collect();
-    let words: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or_default()).collect();
-    if words.iter().find(|a| !a.starts_with('-')) != Some(&"map")
-        || words.iter().any(|&a| matches!(a, "-h" | "--help" | "--exec" | "--input"))
+fn early_wave(words: &Words) -> Option<usize> {
+    if words.command() != Some("map")
+        || words.iter().any(|a| matches!(a, "-h" | "--help" | "--exec" | "--input"))
     {
         return None;
     }
-    // A repeated option (which clap refuses) counts its last.
-    let value = |long: &str, short: &str| {
-        let mut found = None;
-        for (i, a) in words.iter().enumerate() {
-            if let Some(v) = a.strip_prefix(long).and_then(|v| v.strip_prefix('=')) {
-                found = Some(v);
-            } else if *a == long || *a == short {
-                found = words.get(i + 1).copied();
-            } else if let Some(v) = a.strip_prefix(short).filter(|v| !v.is_empty()) {
-                found = Some(v.strip_prefix('=').unwrap_or(v));
-            }
-        }
-        found
-    };
-    let (start, end) = value("--range", "--range")?.split_once("..")?;
+    let (start, end) = words.value("--range", None)?.split_once("..")?;
     let items = end.parse::<i64>().ok()?.checked_sub(start.parse::<i64>().ok()?)?;
-    let workers = match value("--workers", "-j") {
+    let workers = match words.value("--workers", Some("-j")) {
         Some(n) => n.parse::<usize>().ok().filter(|&n| n <= pool::MAX_WORKERS)?,
         None => pool::default_workers(),
     };
@@ -416,10 +434,10 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::may_fork_workers;
+    use super::{may_fork_workers, Words};
 
     fn guess(args: &[&str]) -> bool {
-        may_fork_workers(args.iter().map(std::ffi::OsString::from))
+        may_fork_workers(&Words::new(args.iter().map(std::ffi::OsString::from)))
     }
 
     #[test]
@@ -451,7 +469,8 @@ mod tests {
     #[test]
     fn the_first_wave_is_read_from_a_map_range_command_line_or_not_at_all() {
         use super::early_wave;
-        let wave = |args: &[&str]| early_wave(args.iter().map(std::ffi::OsString::from));
+        let wave =
+            |args: &[&str]| early_wave(&Words::new(args.iter().map(std::ffi::OsString::from)));
         let cores = crate::pool::default_workers();
         assert_eq!(wave(&["map", "square", "--range", "0..100000", "--workers", "4"]), Some(4));
         assert_eq!(wave(&["map", "square", "--range=0..100000", "--workers=3"]), Some(3));
