@@ -330,3 +330,24 @@ fn workers_told_to_finish_behind_long_units_answer_them_all_and_are_not_killed()
     assert_eq!(out.stdout, squares_lines(0, 6000));
     assert!(stderr.is_empty(), "no worker was killed or replaced: {stderr}");
 }
+
+#[test]
+fn a_worker_released_behind_its_last_unit_is_not_told_again_when_the_run_ends() {
+    // A one-item run: its worker is told to finish behind its unit, answers, and closes its
+    // socket while the run ends. The end of the run used to tell it again; the send failed
+    // on the closed socket and the worker was killed as it exited (a debug line says so).
+    for round in 0..6 {
+        let rt = TempDir::new("told-once");
+        let out = powerpool(["-vv", "map", "square", "--range", "0..1", "--workers", "1"])
+            .env("XDG_RUNTIME_DIR", &rt.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(|child| wait_output(child, TIMEOUT))
+            .expect("spawns");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(out.stdout, b"0\n");
+        assert!(!stderr.contains("send failed"), "round {round}: {stderr}");
+    }
+}

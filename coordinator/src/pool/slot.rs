@@ -113,6 +113,7 @@ pub fn start(
             own,
             unanswered: 0,
             shutdown_told: false,
+            shutdown_queued: false,
         };
         let started = match forked {
             None => process::spawn(&spec, id, number).map(register),
@@ -165,6 +166,10 @@ struct Slot {
     /// It was told to shut down with units still unanswered: the grace before it is killed
     /// starts with its last answer, not with the message (it answers them first).
     shutdown_told: bool,
+    /// `Shutdown` is queued or sent: a second one (the end of the run telling every worker
+    /// that is still there, after it was released behind its last units) would find a
+    /// worker that may have closed its socket already, fail, and kill it as it exits.
+    shutdown_queued: bool,
 }
 
 impl Slot {
@@ -317,7 +322,11 @@ impl Slot {
                         self.unanswered += 1;
                         outbox.push_back(Outgoing::Unit(unit));
                     }
-                    Some(SlotCmd::Shutdown) => outbox.push_back(Outgoing::Shutdown),
+                    Some(SlotCmd::Shutdown) if !self.shutdown_queued => {
+                        self.shutdown_queued = true;
+                        outbox.push_back(Outgoing::Shutdown);
+                    }
+                    Some(SlotCmd::Shutdown) => {}
                     // Neither waits behind a write in progress.
                     Some(SlotCmd::Terminate) => {
                         process::terminate_group(child);
