@@ -91,7 +91,7 @@ pub fn main() -> ExitCode {
         if let Some(count) = early_wave(&words).filter(|&count| {
             count <= EARLY_WAVE_MAX
                 && limits::files_fit(count)
-                && limits::check_processes(runtime_threads() + 1, count).is_ok()
+                && limits::check_processes(RUNTIME_THREADS_MAX + 1, count).is_ok()
         }) {
             pool::zygote::ask_early(count);
         }
@@ -366,9 +366,15 @@ fn map_flavor(format: powerpool_shared::Format, fetch: bool, files: bool) -> Fla
     }
 }
 
+/// The most worker threads a runtime of ours has ([`runtime_threads`]). The early wave's
+/// process check counts these rather than ask for the cores, which reads the cgroup's CPU
+/// quota from /proc and /sys (eight system calls) on the path of every run that names its
+/// worker count.
+const RUNTIME_THREADS_MAX: usize = 4;
+
 /// The runtime's worker threads: 2 to 4, by the cores available.
 fn runtime_threads() -> usize {
-    pool::default_workers().clamp(2, 4)
+    pool::default_workers().clamp(2, RUNTIME_THREADS_MAX)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

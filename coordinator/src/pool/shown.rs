@@ -34,7 +34,7 @@ pub(super) struct Shown {
 impl Shown {
     /// Reads the zygote's map (`/proc/self/stat`), the same in every process it forks.
     pub(super) fn read() -> Option<Shown> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let stat = super::zygote::own_stat()?;
         let (_, rest) = stat.rsplit_once(')')?;
         let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
         // Fields of proc(5), numbered from 1; `rest` starts at field 3.

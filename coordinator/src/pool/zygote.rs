@@ -64,6 +64,7 @@ pub fn start() {
     if !single_threaded() {
         return;
     }
+    bind_thread_local_destructors();
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair writes two descriptors into the array we pass.
     let made = unsafe {
@@ -567,11 +568,40 @@ fn tidy_descriptors(keep: RawFd) {
     }
 }
 
+/// Registers a thread-local destructor on this thread before the fork. The C library resolves
+/// the loader's function it needs for that lazily, at the first registration: done here, once,
+/// rather than in every forked worker (each registers its own), which would pay the symbol
+/// lookup and the page faults of the symbol tables it walks.
+fn bind_thread_local_destructors() {
+    thread_local!(static BOUND: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    BOUND.with(|_| {});
+}
+
 /// Whether this process has exactly one thread (`/proc/self/stat`, field 20).
 fn single_threaded() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return false };
+    let Some(stat) = own_stat() else { return false };
     let Some((_, rest)) = stat.rsplit_once(')') else { return false };
     rest.split_whitespace().nth(17) == Some("1")
+}
+
+/// `/proc/self/stat`, read in one call into a buffer on the stack: `read_to_string` asks for
+/// its size (`statx`) and reads in pieces growing from 32 bytes, seven calls for a file of
+/// 300 bytes, on the path of every run.
+pub(super) fn own_stat() -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/stat").ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return String::from_utf8(buf[..len].to_vec()).ok(),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // Longer than any stat line (52 numbers and a name of at most 64 bytes): not one.
+    None
 }
 
 fn reap(pid: libc::pid_t) {
