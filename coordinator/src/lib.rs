@@ -58,7 +58,6 @@ pub use typed::{
     init, Map, MapStream, Pool, PoolBuilder, Progress, Submitted, Task, TaskError, Unordered,
 };
 
-use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
@@ -179,7 +178,7 @@ fn early_wave(words: &Words) -> Option<usize> {
 }
 
 fn parse_and_run() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
@@ -191,7 +190,7 @@ fn parse_and_run() -> ExitCode {
         pool::zygote::dismiss();
     }
     install_panic_hook();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.globals.verbose, cli.globals.quiet);
     let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,7 +210,7 @@ fn parse_and_run() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let quiet = cli.quiet;
+    let quiet = cli.globals.quiet;
     match cli.command {
         Command::Tasks => {
             let mut text = format!("{:<12} {:<6} ABOUT\n", "TASK", "INPUT");
