@@ -374,7 +374,7 @@ pub enum OnFail {
     /// Nothing.
     #[default]
     Skip,
-    /// The line `ERR:failed` (`crate::output::FAILED_MARK`).
+    /// The line `ERR:failed`.
     Mark,
 }
 

@@ -408,7 +408,11 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             let text = err.render().to_string();
             let first: Vec<&str> =
                 text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-            let line = first.join(" ");
+            let mut line = first.join(" ");
+            // clap's "did you mean" comes as a tip in a later paragraph: it stays, on the line.
+            if let Some(tip) = text.lines().map(str::trim).find(|l| l.starts_with("tip: ")) {
+                line = format!("{line}; {tip}");
+            }
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             eprintln!("powerpool: error: {line} (see --help)");
             ExitCode::from(exit_codes::USAGE)

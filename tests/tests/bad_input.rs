@@ -75,6 +75,23 @@ fn bad_command_lines_are_refused_with_one_line_and_exit_2() {
 }
 
 #[test]
+fn a_misspelled_option_is_one_line_that_names_the_right_one() {
+    for (args, right) in [
+        (vec!["map", "square", "--range", "0..5", "--worker", "4"], "'--workers'"),
+        (vec!["map", "square", "--rnage", "0..5"], "'--range'"),
+        (vec!["run", "--jobs", "2", "--", "echo", "{}", ":::", "a"], "--workers N"),
+        (vec!["run", "--timeout", "5", "--", "echo", "{}", ":::", "a"], "--task-timeout"),
+    ] {
+        let out = run(&mut powerpool(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(right), "{args:?}: {stderr}");
+        assert!(!stderr.contains("  "), "{args:?}: no run of spaces: {stderr}");
+    }
+}
+
+#[test]
 fn unknown_task_in_a_custom_worker_is_refused_by_the_worker() {
     let out =
         run(powerpool(["map", "cube", "--range", "0..5", "--worker-cmd"])

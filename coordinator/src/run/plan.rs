@@ -59,8 +59,16 @@ impl RunPlan {
             // No program is named `-x`: this is a flag run does not know, which clap took for
             // the command (it takes every word from the first it cannot place).
             let flag = String::from_utf8_lossy(&words[0]);
+            let name = flag.split('=').next().unwrap_or_default();
+            // GNU parallel's spelling of the options run names otherwise.
+            let instead = match name {
+                "--jobs" => " (GNU parallel's --jobs N is --workers N, or -j N)",
+                "--timeout" => " (GNU parallel's --timeout is --task-timeout)",
+                _ => "",
+            };
             return Err(usage(format!(
-                "run has no option '{flag}' (see `powerpool run --help`; GNU parallel's -j N is                  --workers N); the command comes after --"
+                "run has no option '{flag}'{instead} (see `powerpool run --help`); the command \
+                 comes after --"
             )));
         }
         let sources: Vec<Vec<Vec<u8>>> =
