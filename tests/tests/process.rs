@@ -314,3 +314,27 @@ fn memory_stays_under_the_budget_plus_one_body_on(client: &str) {
     // either client path). Holding every body would be over 160.
     assert!(peak_mib < 120, "{client}: the coordinator peaked at {peak_mib} MiB");
 }
+
+/// `main.rs` gives the binary its own `pow` so that the C maths library is not loaded at
+/// start-up; a version script keeps the symbol inside it. `readelf` comes with the linker.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_needs_no_maths_library_and_exports_no_pow() {
+    let readelf = |args: &[&str]| {
+        let out = std::process::Command::new("readelf")
+            .args(args)
+            .arg(bin("powerpool"))
+            .output()
+            .expect("readelf (binutils) is installed with the linker");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let needed = readelf(&["-d", "-W"]);
+    assert!(needed.contains("libc.so"), "the dynamic section is read: {needed}");
+    assert!(!needed.contains("libm.so"), "{needed}");
+    let exported = readelf(&["--dyn-syms", "-W"]);
+    let defines_pow = exported
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("pow") && !l.contains(" UND "));
+    assert!(!defines_pow, "{exported}");
+}
