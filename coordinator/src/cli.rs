@@ -36,7 +36,10 @@ impl Cli {
     /// so each message is the one the whole interface gives; the unit tests check that both
     /// ways give the same `Cli`.
     pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
-        match Cli::map_only(&args) {
+        // Only the global flags (no values) may come before the subcommand.
+        let names_map = args.iter().skip(1).find(|a| !a.as_encoded_bytes().starts_with(b"-"))
+            == Some(&std::ffi::OsString::from("map"));
+        match names_map.then(|| Cli::map_only(&args)).flatten() {
             Some(cli) => Ok(cli),
             None => Cli::try_parse_from(args),
         }

@@ -43,6 +43,29 @@ fn a_panic_stops_the_run_before_the_input_and_names_it() {
 }
 
 #[test]
+fn a_panic_in_mid_chunk_is_cornered_at_once_from_the_item_the_worker_names() {
+    // The worker names the item it was computing when the task panicked: the failed chunk is
+    // cut there (500..550 runs, 550..551 fails again), not narrowed an item at a time from its
+    // start, which is what a worker that named the chunk's first item would cause.
+    let dir = TempDir::new("midchunk");
+    let log = dir.0.join("jobs.jsonl");
+    let log_arg = log.to_str().expect("utf-8");
+    let args = ["--workers", "2", "--chunk-size", "100", "--joblog", log_arg];
+    let out = map_fault("fault-panic@550", "0..1000", &args);
+    assert_stopped_at(&out, 0, 550, "injected panic at item 550");
+    let text = std::fs::read_to_string(&log).expect("joblog written");
+    let failed: Vec<(i64, i64)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("failed")))
+        .map(|e| (e["first"].as_i64().expect("first"), e["end"].as_i64().expect("end")))
+        .collect();
+    assert_eq!(failed.first(), Some(&(500, 600)), "{text}");
+    assert!(failed[1..].iter().all(|&f| f == (550, 551)), "{failed:?}");
+    assert!(failed.len() <= 4, "cornered in a few tries: {failed:?}");
+}
+
+#[test]
 fn an_abort_is_named_sigabrt() {
     let out = map_fault("fault-abort@77", "0..300", &["--workers", "2", "--chunk-size", "50"]);
     assert_stopped_at(&out, 0, 77, "killed by SIGABRT");
