@@ -308,23 +308,9 @@ fn workers_told_to_finish_behind_long_units_answer_them_all_and_are_not_killed()
     // so each worker is told to finish behind its two units, 3 s of work, longer than the
     // grace a worker gets to exit once told. The grace starts with its last answer.
     let rt = TempDir::new("behind");
-    let out = powerpool([
-        "map",
-        "slow-square",
-        "--range",
-        "0..6000",
-        "--workers",
-        "2",
-        "--chunk-size",
-        "1500",
-    ])
-    .env("POWERPOOL_TEST_TASKS", "1")
-    .env("XDG_RUNTIME_DIR", &rt.0)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .map(|child| wait_output(child, TIMEOUT))
-    .expect("spawns");
+    let args =
+        ["map", "slow-square", "--range", "0..6000", "--workers", "2", "--chunk-size", "1500"];
+    let out = run(powerpool(args).env("POWERPOOL_TEST_TASKS", "1").env("XDG_RUNTIME_DIR", &rt.0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(out.stdout, squares_lines(0, 6000));
@@ -338,13 +324,8 @@ fn a_worker_released_behind_its_last_unit_is_not_told_again_when_the_run_ends() 
     // on the closed socket and the worker was killed as it exited (a debug line says so).
     for round in 0..6 {
         let rt = TempDir::new("told-once");
-        let out = powerpool(["-vv", "map", "square", "--range", "0..1", "--workers", "1"])
-            .env("XDG_RUNTIME_DIR", &rt.0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map(|child| wait_output(child, TIMEOUT))
-            .expect("spawns");
+        let args = ["-vv", "map", "square", "--range", "0..1", "--workers", "1"];
+        let out = run(powerpool(args).env("XDG_RUNTIME_DIR", &rt.0));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert_eq!(out.stdout, b"0\n");
